@@ -1,0 +1,435 @@
+"""The transformers engine: batched, constrained generation with any ``AutoModelForImageTextToText`` model.
+
+* Prompts go through the model's own processor and chat template; batches are left-padded.
+* The constraint is the spec's regex, validated and compiled once per spec for this tokenizer with llguidance
+  and cached; each ``generate`` call only creates cheap per-sequence matchers over it.
+* Verdict probabilities are read from the *raw* logits (a logits processor placed before the constraint and the
+  sampling warpers records the log-probabilities of the few label tokens at every step), so they are the model's
+  own distribution, not the masked or temperature-scaled one.  Trie nodes off the generated path (``10`` when the
+  judge wrote ``7``) are scored with one extra batched forward pass.
+* Greedy by default; sampling takes a seed (``torch.manual_seed`` per batch, so results also depend on batch size).
+
+Usage::
+
+    engine = TransformersEngine.from_pretrained("Qwen/Qwen2-VL-2B-Instruct", device="cuda", batch_size=16)
+    completions = engine.generate(requests, SamplingConfig())
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from critic.engines.base import (
+    ChatPrompt,
+    Completion,
+    Engine,
+    EngineCapabilities,
+    GenerationRequest,
+    SamplingConfig,
+)
+from critic.labels import LabelTrie, label_token_ids
+from critic.spec import OutputSpec
+
+try:  # torch and transformers are core dependencies; llguidance is imported lazily below.
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor, LogitsProcessor, LogitsProcessorList
+except ImportError as exc:  # pragma: no cover - exercised only in broken installs
+    raise ImportError("the transformers engine needs torch and transformers: pip install critic-judge") from exc
+
+
+def _import_llguidance() -> Any:
+    try:
+        import llguidance
+        import llguidance.hf
+    except ImportError as exc:
+        raise ImportError(
+            "constrained decoding on the transformers engine needs llguidance: pip install 'critic-judge[hf]'"
+        ) from exc
+    return llguidance
+
+
+class _LabelLogprobRecorder(LogitsProcessor):
+    """Records log-softmax of the raw logits at a few token ids, at every generation step.
+
+    Placed first in the processor list, so it sees the model's logits before the constraint mask and before
+    temperature/top-p (those are appended after custom processors by ``generate``).
+    """
+
+    def __init__(self, token_ids: Sequence[int]) -> None:
+        self.token_ids = torch.tensor(sorted(set(token_ids)), dtype=torch.long)
+        self.steps: list[torch.Tensor] = []  # each [batch, len(token_ids)] on CPU
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        logprobs = torch.log_softmax(scores.float(), dim=-1)
+        self.steps.append(logprobs[:, self.token_ids.to(scores.device)].cpu())
+        return scores
+
+
+class _ConstraintProcessor(LogitsProcessor):
+    """Masks every token the regex does not allow next, with one llguidance matcher per sequence.
+
+    llguidance builds the automaton lazily, so a regex with a large bounded repetition (the critique budget)
+    costs nothing up front; outlines-core's eager index took over a minute for an 80-character budget here.
+    """
+
+    def __init__(self, ll_tokenizer: Any, grammar: str, stop_token_ids: Sequence[int]) -> None:
+        self.llg = _import_llguidance()
+        self.ll_tokenizer = ll_tokenizer
+        self.grammar = grammar
+        self.stop_token_ids = set(stop_token_ids)
+        self.matchers: list[Any] | None = None
+        self.ended: list[bool] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        import llguidance.torch as llg_torch
+
+        batch, width = scores.shape
+        if self.matchers is None:
+            self.matchers = [self.llg.LLMatcher(self.ll_tokenizer, self.grammar) for _ in range(batch)]
+            self.ended = [False] * batch
+            self.bitmask = llg_torch.allocate_token_bitmask(batch, self.ll_tokenizer.vocab_size)
+        else:
+            for row, matcher in enumerate(self.matchers):
+                if self.ended[row]:
+                    continue  # finished rows receive padding tokens; their matcher is done
+                last = int(input_ids[row, -1])
+                matcher.consume_token(last)
+                self.ended[row] = last in self.stop_token_ids
+        for row, matcher in enumerate(self.matchers):
+            llg_torch.fill_next_token_bitmask(matcher, self.bitmask, row)
+        # Unpack the 32-bit words into one boolean per token (bit k of word w is token 32*w + k).
+        bits = self.bitmask.view(torch.uint8).numpy()
+        allowed = torch.from_numpy(np.unpackbits(bits, axis=1, bitorder="little").astype(bool))
+        allowed = allowed[:, : min(width, allowed.shape[1])]
+        for row in range(batch):
+            if self.ended[row] or not allowed[row].any():
+                allowed[row] = False  # keep the row finite: a finished row may only repeat an end token
+                allowed[row, min(self.stop_token_ids)] = True
+        mask = torch.zeros_like(scores, dtype=torch.bool)
+        mask[:, : allowed.shape[1]] = allowed.to(scores.device)
+        return scores.masked_fill(~mask, float("-inf"))
+
+
+@dataclass
+class _Row:
+    """Bookkeeping of one request inside a batch."""
+
+    index: int  # position in the caller's request list
+    request: GenerationRequest
+    prompt_ids: list[int] = field(default_factory=list)
+    generated: list[int] = field(default_factory=list)
+    steps: list[torch.Tensor] = field(default_factory=list)  # recorded label logprobs per generated step
+    text: str = ""
+    boundary: int | None = None  # generated tokens before the verdict continuation
+
+
+class TransformersEngine(Engine):
+    """Engine over a transformers vision-language model and its processor."""
+
+    name = "transformers"
+    capabilities = EngineCapabilities(label_probabilities=True, video=True, prefix_reuse=False, seeded_sampling=True)
+
+    def __init__(self, model: Any, processor: Any, *, batch_size: int = 8, max_model_len: int | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.tokenizer.padding_side = "left"
+        self.batch_size = batch_size
+        text_config = getattr(model.config, "text_config", model.config)
+        self.max_model_len = int(max_model_len or getattr(text_config, "max_position_embeddings", 32768))
+        self.eos_token_id = self._pick_eos()
+        stop = model.generation_config.eos_token_id
+        stop_ids = [stop] if isinstance(stop, int) else list(stop or [])
+        self.stop_token_ids = sorted({self.eos_token_id, *stop_ids})
+        self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_token_id
+        self._lock = threading.Lock()
+        self._grammars: dict[OutputSpec, str] = {}
+        self._tries: dict[OutputSpec, LabelTrie] = {}
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 8,
+        max_model_len: int | None = None,
+        trust_remote_code: bool = False,
+        attn_implementation: str | None = None,
+    ) -> TransformersEngine:
+        """Load a model folder or Hub id.  ``device='auto'`` picks CUDA when present; ``dtype='auto'`` picks
+        bfloat16 on CUDA and float32 on CPU."""
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if dtype == "auto":
+            torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        else:
+            torch_dtype = getattr(torch, dtype)
+        kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+        if attn_implementation:
+            kwargs["attn_implementation"] = attn_implementation
+        net = AutoModelForImageTextToText.from_pretrained(model, **kwargs).to(device)
+        processor = AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
+        return cls(net, processor, batch_size=batch_size, max_model_len=max_model_len)
+
+    # ------------------------------------------------------------------ tokenizer facts
+    def _pick_eos(self) -> int:
+        eos = self.tokenizer.eos_token_id
+        if eos is None:
+            stop = self.model.generation_config.eos_token_id
+            eos = stop if isinstance(stop, int) else (stop or [None])[0]
+        if eos is None:
+            raise ValueError("the tokenizer and generation config define no end-of-sequence token")
+        return int(eos)
+
+    def reserved_strings(self) -> tuple[str, ...]:
+        added = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
+        strings = {tok.content for tok in added.values()} | set(self.tokenizer.all_special_tokens)
+        return tuple(sorted(s for s in strings if s))
+
+    @functools.cached_property
+    def _ll_tokenizer(self) -> Any:
+        """The tokenizer as llguidance sees it (built once; special tokens are never allowed inside text)."""
+        return _import_llguidance().hf.from_tokenizer(self.tokenizer, n_vocab=None, eos_token=self.eos_token_id)
+
+    def _grammar(self, spec: OutputSpec) -> str:
+        """The spec's constraint compiled once per spec and cached; each generate call only makes matchers."""
+        with self._lock:
+            if spec not in self._grammars:
+                llg = _import_llguidance()
+                grammar = llg.LLMatcher.grammar_from_regex(spec.regex())
+                is_error, messages = llg.LLMatcher.validate_grammar_with_warnings(grammar, self._ll_tokenizer)
+                if is_error:
+                    raise ValueError(f"invalid constraint for {spec}: {'; '.join(messages)}")
+                self._grammars[spec] = grammar
+            return self._grammars[spec]
+
+    def _trie(self, spec: OutputSpec) -> LabelTrie:
+        if spec not in self._tries:
+            encode = functools.partial(self.tokenizer.encode, add_special_tokens=False)
+            continuations = {label: spec.label_continuation(label) for label in spec.labels}
+            ids = label_token_ids(encode, spec.opening + "…" + spec.closing + spec.marker, continuations)
+            self._tries[spec] = LabelTrie.build(ids, end_token_id=self.eos_token_id)
+        return self._tries[spec]
+
+    # ------------------------------------------------------------------ prompts
+    def _render(self, prompt: ChatPrompt) -> str:
+        return self.processor.apply_chat_template(prompt.messages(), add_generation_prompt=True, tokenize=False)
+
+    def _model_inputs(self, prompts: Sequence[ChatPrompt]) -> dict[str, Any]:
+        texts = [self._render(p) for p in prompts]
+        images = [img for p in prompts for img in p.images]
+        videos = [list(p.video) for p in prompts if p.video]
+        kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
+        if images:
+            kwargs["images"] = images
+        if videos:
+            kwargs["videos"] = videos
+        return dict(self.processor(**kwargs))
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig) -> list[Completion]:
+        out: list[Completion | None] = [None] * len(requests)
+        by_spec: dict[OutputSpec, list[int]] = {}
+        for i, request in enumerate(requests):
+            by_spec.setdefault(request.spec, []).append(i)
+        for spec, indices in by_spec.items():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = [_Row(index=i, request=requests[i]) for i in indices[start : start + self.batch_size]]
+                for row, completion in zip(chunk, self._generate_chunk(spec, chunk, sampling)):
+                    out[row.index] = completion
+        return [c if c is not None else Completion(error="internal: no completion", error_kind="engine") for c in out]
+
+    def _generate_chunk(self, spec: OutputSpec, rows: list[_Row], sampling: SamplingConfig) -> list[Completion]:
+        cap = sampling.max_new_tokens or spec.max_new_tokens
+        results: dict[int, Completion] = {}
+        try:
+            inputs = self._model_inputs([r.request.prompt for r in rows])
+        except Exception as exc:  # one bad prompt must not sink the batch: retry the rows one by one
+            if len(rows) == 1:
+                return [Completion(error=f"processor failed: {exc}", error_kind="engine")]
+            return [c for r in rows for c in self._generate_chunk(spec, [r], sampling)]
+        lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        fitting = []
+        for row, n in zip(rows, lengths):
+            if n + cap > self.max_model_len:
+                results[row.index] = Completion(
+                    error=f"prompt is {n} tokens and the output may need {cap}; the model's context is "
+                    f"{self.max_model_len} (shorten the inputs or lower the critique budget)",
+                    error_kind="context_length",
+                    prompt_tokens=int(n),
+                )
+            else:
+                fitting.append(row)
+        if fitting and len(fitting) < len(rows):
+            inputs = self._model_inputs([r.request.prompt for r in fitting])
+        if fitting:
+            try:
+                self._run_generate(spec, fitting, inputs, sampling, cap)
+                for row, completion in zip(fitting, self._finish(spec, fitting)):
+                    results[row.index] = completion
+            except Exception as exc:
+                if len(fitting) == 1:
+                    results[fitting[0].index] = Completion(error=f"generation failed: {exc}", error_kind="engine")
+                else:  # isolate the failing request
+                    for row in fitting:
+                        results[row.index] = self._generate_chunk(spec, [_Row(row.index, row.request)], sampling)[0]
+        return [results[r.index] for r in rows]
+
+    def _run_generate(
+        self, spec: OutputSpec, rows: list[_Row], inputs: dict[str, Any], sampling: SamplingConfig, cap: int
+    ) -> None:
+        trie = self._trie(spec)
+        recorder = _LabelLogprobRecorder([*self._interesting(trie)])
+        constraint = _ConstraintProcessor(self._ll_tokenizer, self._grammar(spec), self.stop_token_ids)
+        device = self.model.device
+        inputs = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in inputs.items()}
+        if not sampling.greedy and sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        gen_kwargs: dict[str, Any] = {
+            "max_new_tokens": cap,
+            "do_sample": not sampling.greedy,
+            "num_beams": 1,
+            # Neutral settings so that the model's own generation_config (e.g. a repetition penalty) cannot
+            # change the scores the recorder sees.
+            "repetition_penalty": 1.0,
+            "no_repeat_ngram_size": 0,
+            "eos_token_id": self.stop_token_ids,
+            "pad_token_id": self.pad_token_id,
+            "logits_processor": LogitsProcessorList([recorder, constraint]),
+            "return_dict_in_generate": True,
+        }
+        if sampling.greedy:
+            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+        else:
+            gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, **gen_kwargs)
+        prompt_width = inputs["input_ids"].shape[1]
+        sequences = output.sequences[:, prompt_width:].cpu()
+        steps = torch.stack(recorder.steps, dim=1) if recorder.steps else torch.empty(len(rows), 0, 0)
+        mask = inputs["attention_mask"].cpu()
+        for r, row in enumerate(rows):
+            row.prompt_ids = inputs["input_ids"][r][mask[r].bool()].cpu().tolist()
+            generated = sequences[r].tolist()
+            stop = next((k for k, t in enumerate(generated) if t in self.stop_token_ids), len(generated))
+            row.generated = generated[:stop]
+            row.steps = [steps[r, k] for k in range(min(stop + 1, steps.shape[1]))]
+            row.text = self.tokenizer.decode(row.generated, skip_special_tokens=True)
+        self._recorded_ids = recorder.token_ids.tolist()
+
+    def _interesting(self, trie: LabelTrie) -> set[int]:
+        ids = {self.eos_token_id}
+        stack = [trie.root]
+        while stack:
+            node = stack.pop()
+            ids.update(node.children)
+            stack.extend(node.children.values())
+        return ids
+
+    # ------------------------------------------------------------------ verdict probabilities
+    def _finish(self, spec: OutputSpec, rows: list[_Row]) -> list[Completion]:
+        trie = self._trie(spec)
+        column = {token: k for k, token in enumerate(self._recorded_ids)}
+        needed: list[tuple[int, tuple[int, ...]]] = []  # (row position, path) to score with a forward pass
+        contexts: dict[int, list[int]] = {}
+        for pos, row in enumerate(rows):
+            try:
+                parsed = spec.parse(row.text)
+            except ValueError:
+                continue  # the judge turns this into a parse error; no probabilities to compute
+            row.boundary = self._boundary(row, parsed.context)
+            if row.boundary is None:  # the verdict does not start on a token boundary: re-encode the context
+                contexts[pos] = self.tokenizer.encode(parsed.context, add_special_tokens=False)
+            for path in trie.queries():
+                if row.boundary is None or row.generated[row.boundary : row.boundary + len(path)] != list(path):
+                    needed.append((pos, path))
+        scored = self._score_paths(rows, needed, contexts, column) if needed else {}
+        completions = []
+        for pos, row in enumerate(rows):
+            probabilities = None
+            if row.boundary is not None or pos in contexts:
+                def logprobs_at(path: tuple[int, ...], pos: int = pos, row: _Row = row) -> dict[int, float]:
+                    if (pos, path) in scored:
+                        return scored[(pos, path)]
+                    step = row.steps[row.boundary + len(path)]  # type: ignore[operator]
+                    return {token: float(step[k]) for token, k in column.items()}
+
+                try:
+                    probabilities = trie.distribution(logprobs_at)
+                except ValueError:
+                    probabilities = None
+            completions.append(
+                Completion(
+                    text=row.text,
+                    label_probabilities=probabilities,
+                    prompt_tokens=len(row.prompt_ids),
+                    completion_tokens=len(row.generated) + 1,
+                )
+            )
+        return completions
+
+    def _boundary(self, row: _Row, context: str) -> int | None:
+        """Number of generated tokens that decode exactly to ``context`` (the text before the label), if any."""
+        tail = row.text[len(context) :]
+        for k in range(1, min(len(row.generated), 12) + 1):
+            start = len(row.generated) - k
+            if self.tokenizer.decode(row.generated[start:], skip_special_tokens=True) == tail:
+                return start if start < len(row.steps) else None
+        return None
+
+    def _score_paths(
+        self,
+        rows: list[_Row],
+        needed: list[tuple[int, tuple[int, ...]]],
+        contexts: dict[int, list[int]],
+        column: dict[int, int],
+    ) -> dict[tuple[int, tuple[int, ...]], dict[int, float]]:
+        """Teacher-forced forward pass: next-token logprobs after prompt + generated context + path."""
+        inputs = self._model_inputs([rows[pos].request.prompt for pos, _ in needed])
+        mask = inputs["attention_mask"]
+        sequences = []
+        for q, (pos, path) in enumerate(needed):
+            row = rows[pos]
+            prompt = inputs["input_ids"][q][mask[q].bool()].tolist()
+            context = contexts[pos] if pos in contexts else row.generated[: row.boundary]
+            sequences.append(prompt + list(context) + list(path))
+        width = max(len(s) for s in sequences)
+        ids = torch.full((len(sequences), width), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(sequences), width), dtype=torch.long)
+        for q, seq in enumerate(sequences):
+            ids[q, width - len(seq) :] = torch.tensor(seq)
+            attention[q, width - len(seq) :] = 1
+        extra = {}
+        for key, value in inputs.items():
+            if key in ("input_ids", "attention_mask"):
+                continue
+            if torch.is_tensor(value) and value.dim() >= 2 and value.shape[:2] == mask.shape:
+                # Per-token side inputs (e.g. token type ids) are re-laid out like the ids; appended tokens are text.
+                grown = torch.zeros((len(sequences), width, *value.shape[2:]), dtype=value.dtype)
+                for q in range(len(sequences)):
+                    own = value[q][mask[q].bool()]
+                    grown[q, width - len(sequences[q]) : width - len(sequences[q]) + len(own)] = own
+                value = grown
+            extra[key] = value
+        device = self.model.device
+        with torch.inference_mode():
+            logits = self.model(
+                input_ids=ids.to(device),
+                attention_mask=attention.to(device),
+                **{k: (v.to(device) if hasattr(v, "to") else v) for k, v in extra.items()},
+            ).logits[:, -1, :]
+        logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+        return {
+            key: {token: float(logprobs[q, token]) for token in column}
+            for q, key in enumerate(needed)
+        }

@@ -1,0 +1,150 @@
+"""Command line: ``python -m critic.judge`` – judge one item from flags, or a JSONL batch.
+
+Single pair (pairwise)::
+
+    python -m critic.judge --model DIR_OR_HUB_ID --image cat.png --question "What animal is this?" \\
+        --response-a "A dog." --response-b "A cat."
+
+One response (pointwise): ``--response "..."`` instead of ``--response-a/--response-b``.  ``--json`` prints one JSON
+object.  Batch: ``--input items.jsonl --output results.jsonl`` (resumable; see :mod:`critic.batch`).
+The script only parses flags, builds the configuration and calls the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from critic.engines.base import SamplingConfig
+from critic.prompting import PromptConfig
+from critic.types import JudgeItem, JudgeResult
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m critic.judge", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    engine = parser.add_argument_group("engine")
+    engine.add_argument("--model", required=True, help="model folder or Hub id of the judge")
+    engine.add_argument("--backend", default="transformers", choices=["transformers"], help="inference engine")
+    engine.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', …")
+    engine.add_argument("--dtype", default="auto", help="'auto', 'float32', 'bfloat16', 'float16'")
+    engine.add_argument("--batch-size", type=int, default=8, help="generations per engine batch")
+    engine.add_argument("--max-model-len", type=int, default=None, help="override the model's context length")
+    engine.add_argument("--trust-remote-code", action="store_true", help="allow model code from the Hub")
+
+    item = parser.add_argument_group("single item")
+    item.add_argument("--image", action="append", default=[], help="image path (repeat for several)")
+    item.add_argument("--video", help="video file")
+    item.add_argument("--question", help="question or instruction (text-to-image: the generation prompt)")
+    item.add_argument("--response-a", help="pairwise: first response")
+    item.add_argument("--response-b", help="pairwise: second response")
+    item.add_argument("--response", help="pointwise: the response to score")
+    item.add_argument("--image-a", help="text-to-image pairwise: first generated image")
+    item.add_argument("--image-b", help="text-to-image pairwise: second generated image")
+    item.add_argument("--criteria", help="rubric for this item")
+    item.add_argument("--reference", help="reference answer")
+    item.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+    batch = parser.add_argument_group("batch")
+    batch.add_argument("--input", help="JSONL file of items")
+    batch.add_argument("--output", help="JSONL file of results (appended; reruns skip finished ids)")
+    batch.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    judging = parser.add_argument_group("judging")
+    judging.add_argument("--no-swap", action="store_true", help="pairwise: judge only the given order")
+    judging.add_argument("--no-tie", action="store_true", help="pairwise: forbid the verdict 'tie'")
+    judging.add_argument("--scale-min", type=int, default=1, help="pointwise: lowest score")
+    judging.add_argument("--scale-max", type=int, default=10, help="pointwise: highest score")
+    judging.add_argument("--style", default="critique", choices=["critique", "think"], help="critique format")
+    judging.add_argument("--critique-max-chars", type=int, default=600, help="critique budget (characters)")
+    judging.add_argument("--max-response-chars", type=int, default=8000, help="longer responses are truncated")
+    judging.add_argument("--num-frames", type=int, default=8, help="frames sampled from a video")
+    judging.add_argument("--rubric", help="extra judging instructions for every item")
+    judging.add_argument("--system-template", default="system", help="template name or .jinja path")
+    judging.add_argument("--pairwise-template", default="pairwise", help="template name or .jinja path")
+    judging.add_argument("--pointwise-template", default="pointwise", help="template name or .jinja path")
+    judging.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    judging.add_argument("--top-p", type=float, default=1.0, help="nucleus mass when sampling")
+    judging.add_argument("--seed", type=int, default=None, help="sampling seed")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~critic.core.JudgeConfig` described by the flags."""
+    from critic.core import JudgeConfig
+
+    return JudgeConfig(
+        swap=not args.no_swap,
+        allow_tie=not args.no_tie,
+        scale_min=args.scale_min,
+        scale_max=args.scale_max,
+        style=args.style,
+        critique_max_chars=args.critique_max_chars,
+        prompt=PromptConfig(
+            system_template=args.system_template,
+            pairwise_template=args.pairwise_template,
+            pointwise_template=args.pointwise_template,
+            rubric=args.rubric,
+            max_response_chars=args.max_response_chars,
+            num_frames=args.num_frames,
+        ),
+        sampling=SamplingConfig(temperature=args.temperature, top_p=args.top_p, seed=args.seed),
+    )
+
+
+def format_result(result: JudgeResult) -> str:
+    """Human-readable text of one result."""
+    if result.error is not None:
+        raw = f"\nraw output: {result.error.raw!r}" if result.error.raw else ""
+        return f"error ({result.error.kind}): {result.error.message}{raw}"
+    probs = ", ".join(f"{label}={p:.3f}" for label, p in result.probabilities.items())
+    lines = [f"Critique: {result.critique}", f"Verdict: {result.verdict}", f"Probabilities: {probs}"]
+    if result.mode == "pointwise":
+        lines.append(f"Expected score: {result.expected_score:.2f}")
+    elif result.consistent is not None:
+        lines.append(f"Consistent across orders: {'yes' if result.consistent else 'no'}")
+    if result.truncated:
+        lines.append(f"Truncated inputs: {', '.join(result.truncated)}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    batch_mode = args.input is not None or args.output is not None
+    if batch_mode and not (args.input and args.output):
+        parser.error("batch mode needs both --input and --output")
+    if not batch_mode and args.question is None:
+        parser.error("give --question (and responses) for one item, or --input/--output for a batch")
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    from critic.core import Judge
+
+    judge = Judge.from_pretrained(
+        args.model, backend=args.backend, config=config, device=args.device, dtype=args.dtype,
+        batch_size=args.batch_size, max_model_len=args.max_model_len, trust_remote_code=args.trust_remote_code,
+    )
+    if batch_mode:
+        from critic.batch import run_batch
+
+        summary = run_batch(judge, args.input, args.output, chunk_size=max(args.batch_size, 1),
+                            progress=not args.no_progress)
+        print(json.dumps({"summary": summary.to_dict()}), file=sys.stderr)
+        return 0
+    item = JudgeItem(
+        question=args.question, response_a=args.response_a, response_b=args.response_b, response=args.response,
+        images=list(args.image), video=args.video, image_a=args.image_a, image_b=args.image_b,
+        criteria=args.criteria, reference=args.reference,
+    )
+    [result] = judge.judge([item])
+    print(json.dumps(result.to_dict(), ensure_ascii=False) if args.json else format_result(result))
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
