@@ -30,6 +30,7 @@ from critic.types import JudgeError, JudgeItem, JudgeResult, Judgment
 class JudgeConfig:
     """Everything about how items are judged, apart from the engine."""
 
+    mode: str = field(default="auto", metadata={"help": "'auto' (from each item's fields), 'pairwise' or 'pointwise'"})
     swap: bool = field(default=True, metadata={"help": "pairwise: judge both orders and combine"})
     allow_tie: bool = field(default=True, metadata={"help": "pairwise: allow the verdict 'tie'"})
     scale_min: int = field(default=1, metadata={"help": "pointwise: lowest score"})
@@ -51,6 +52,8 @@ class JudgeConfig:
         )
 
     def __post_init__(self) -> None:
+        if self.mode not in ("auto", "pairwise", "pointwise"):
+            raise ValueError(f"mode must be 'auto', 'pairwise' or 'pointwise', not {self.mode!r}")
         # Building both specs validates the scale, style and budget once, at configuration time.
         self.spec("pairwise")
         self.spec("pointwise")
@@ -90,6 +93,8 @@ class Judge:
             try:
                 if not isinstance(item, JudgeItem):
                     raise InputError(f"expected a JudgeItem, got {type(item).__name__}")
+                if self.config.mode not in ("auto", item.mode):
+                    raise InputError(f"this is a {item.mode} item but the judge is configured for {self.config.mode}")
                 spec = self.config.spec(item.mode)
                 ready = prepare(item, spec, self.config.prompt, swap=self.config.swap, reserved=reserved)
             except MediaError as exc:

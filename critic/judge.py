@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     judging = parser.add_argument_group("judging")
+    judging.add_argument("--mode", default="auto", choices=["auto", "pairwise", "pointwise"],
+                         help="auto: pairwise when two responses are given, else pointwise")
     judging.add_argument("--no-swap", action="store_true", help="pairwise: judge only the given order")
     judging.add_argument("--no-tie", action="store_true", help="pairwise: forbid the verdict 'tie'")
     judging.add_argument("--scale-min", type=int, default=1, help="pointwise: lowest score")
@@ -76,6 +78,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from critic.core import JudgeConfig
 
     return JudgeConfig(
+        mode=args.mode,
         swap=not args.no_swap,
         allow_tie=not args.no_tie,
         scale_min=args.scale_min,
