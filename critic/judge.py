@@ -27,12 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     engine = parser.add_argument_group("engine")
     engine.add_argument("--model", required=True, help="model folder or Hub id of the judge")
-    engine.add_argument("--backend", default="transformers", choices=["transformers"], help="inference engine")
+    engine.add_argument("--backend", default="transformers", choices=["transformers", "vllm"], help="inference engine")
     engine.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', …")
     engine.add_argument("--dtype", default="auto", help="'auto', 'float32', 'bfloat16', 'float16'")
     engine.add_argument("--batch-size", type=int, default=8, help="generations per engine batch")
     engine.add_argument("--max-model-len", type=int, default=None, help="override the model's context length")
     engine.add_argument("--trust-remote-code", action="store_true", help="allow model code from the Hub")
+    engine.add_argument("--gpu-memory-utilization", type=float, default=None,
+                        help="vllm: share of GPU memory (CPU build: of RAM) for weights and KV cache")
+    engine.add_argument("--enforce-eager", action="store_true", help="vllm: no CUDA graphs / compilation")
 
     item = parser.add_argument_group("single item")
     item.add_argument("--image", action="append", default=[], help="image path (repeat for several)")
@@ -97,6 +100,14 @@ def config_from_args(args: argparse.Namespace) -> Any:
     )
 
 
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of the chosen backend's ``from_pretrained``."""
+    common = {"dtype": args.dtype, "max_model_len": args.max_model_len, "trust_remote_code": args.trust_remote_code}
+    if args.backend == "vllm":
+        return {**common, "gpu_memory_utilization": args.gpu_memory_utilization, "enforce_eager": args.enforce_eager}
+    return {**common, "device": args.device, "batch_size": args.batch_size}
+
+
 def format_result(result: JudgeResult) -> str:
     """Human-readable text of one result."""
     if result.error is not None:
@@ -128,10 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from critic.core import Judge
 
-    judge = Judge.from_pretrained(
-        args.model, backend=args.backend, config=config, device=args.device, dtype=args.dtype,
-        batch_size=args.batch_size, max_model_len=args.max_model_len, trust_remote_code=args.trust_remote_code,
-    )
+    judge = Judge.from_pretrained(args.model, backend=args.backend, config=config, **engine_options(args))
     if batch_mode:
         from critic.batch import run_batch
 

@@ -42,6 +42,18 @@ class VerdictParseError(ValueError):
         self.raw = raw
 
 
+_REGEX_SPECIAL = set(".^$*+?{}[]\\|()")
+
+
+def regex_escape(text: str) -> str:
+    """Escape ``text`` for the regex dialects of every engine (Python, llguidance, xgrammar, outlines).
+
+    ``re.escape`` also escapes spaces and newlines (``\\ ``, backslash-newline), which some engines' regex parsers
+    warn about or misread; here only metacharacters are escaped and a newline is written ``\\n``.
+    """
+    return "".join("\\n" if ch == "\n" else ("\\" + ch if ch in _REGEX_SPECIAL else ch) for ch in text)
+
+
 @dataclass(frozen=True)
 class ParsedOutput:
     """What :meth:`OutputSpec.parse` read from one generated text."""
@@ -113,12 +125,12 @@ class OutputSpec:
 
     def regex(self) -> str:
         """The constraint, as a regular expression over the whole generated text."""
-        alternatives = "|".join(re.escape(self.label_continuation(lb)) for lb in self.labels)
+        alternatives = "|".join(regex_escape(self.label_continuation(lb)) for lb in self.labels)
         return (
-            re.escape(self.opening)
+            regex_escape(self.opening)
             + f"{self._critique_class}{{{self.critique_min_chars},{self.critique_max_chars}}}"
-            + re.escape(self.closing)
-            + re.escape(self.marker)
+            + regex_escape(self.closing)
+            + regex_escape(self.marker)
             + f"({alternatives})"
         )
 

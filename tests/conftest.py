@@ -1,33 +1,27 @@
-"""Shared fixtures: tiny random-weight models from the project's factory, built once per test run, offline."""
+"""Shared fixtures: tiny random-weight VLM folders built once per test session with `critic.tiny`."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-# Nothing in the test suite may reach a model hub.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-def _build(tmp_path_factory: pytest.TempPathFactory, arch: str) -> Path:
-    from critic.tiny import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp(arch), arch=arch, seed=0)
+from critic.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="session")
 def tiny_qwen2_vl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build(tmp_path_factory, "qwen2_vl")
+    """Qwen2-VL with the default `TinySpec`, seed 0."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "qwen2_vl", "qwen2_vl", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_qwen2_5_vl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build(tmp_path_factory, "qwen2_5_vl")
+    """Qwen2.5-VL with the default `TinySpec`, seed 0."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "qwen2_5_vl", "qwen2_5_vl", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_llava_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build(tmp_path_factory, "llava")
+    """LLaVA (CLIP vision tower + Llama text model) with the default `TinySpec`, seed 0."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "llava", "llava", seed=0)

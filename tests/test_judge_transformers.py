@@ -16,9 +16,8 @@ from critic.engines.hf import TransformersEngine
 from critic.labels import label_token_ids
 from critic.prompting import PromptConfig, prepare
 from critic.spec import OutputSpec
-
-WORDS = "red blue green circle square triangle left right top bottom two three none large small cat dog the is a".split()
-
+from itemgen import random_image as _random_image
+from itemgen import random_items as _random_items
 
 @pytest.fixture(scope="session")
 def engine(tiny_qwen2_vl_dir: Path) -> TransformersEngine:
@@ -28,29 +27,6 @@ def engine(tiny_qwen2_vl_dir: Path) -> TransformersEngine:
 @pytest.fixture(scope="session")
 def judge(engine: TransformersEngine) -> Judge:
     return Judge(engine, JudgeConfig(critique_max_chars=40))
-
-
-def _random_image(rng: random.Random) -> Image.Image:
-    size = (rng.randint(28, 120), rng.randint(28, 120))
-    return Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
-
-
-def _sentence(rng: random.Random, n: int) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(n))
-
-
-def _random_items(mode: str, n: int, seed: int) -> list[JudgeItem]:
-    rng = random.Random(seed)
-    items = []
-    for i in range(n):
-        common = {"id": f"{mode}-{i}", "question": _sentence(rng, rng.randint(1, 12)) + "?",
-                  "images": [_random_image(rng) for _ in range(rng.randint(0, 2))]}
-        if mode == "pairwise":
-            items.append(JudgeItem(response_a=_sentence(rng, rng.randint(0, 30)),
-                                   response_b=_sentence(rng, rng.randint(0, 30)), **common))
-        else:
-            items.append(JudgeItem(response=_sentence(rng, rng.randint(0, 30)), **common))
-    return items
 
 
 @pytest.mark.parametrize("mode", ["pairwise", "pointwise"])
@@ -122,7 +98,9 @@ def test_probabilities_match_a_brute_force_computation(engine: TransformersEngin
         context = spec.parse(completion.text).context
         expected = _brute_force_distribution(engine, request, context)
         for label in spec.labels:
-            assert completion.label_probabilities[label] == pytest.approx(expected[label], abs=1e-4)
+            # Batched (left-padded) and single-sequence float32 forwards differ by ~1e-4; a logic error (e.g. merging
+            # "1" with "10") would be off by whole percents.
+            assert completion.label_probabilities[label] == pytest.approx(expected[label], abs=2e-3)
 
 
 def test_greedy_is_deterministic_and_seeded_sampling_reproducible(engine: TransformersEngine) -> None:

@@ -25,9 +25,16 @@ def _transformers(model: str, **options: Any) -> Engine:
     return TransformersEngine.from_pretrained(model, **options)
 
 
+def _vllm(model: str, **options: Any) -> Engine:
+    from critic.engines.vllm_engine import VLLMEngine
+
+    return VLLMEngine.from_pretrained(model, **options)
+
+
 #: backend name → factory(model, **options).  Factories import their engine lazily.
 BACKENDS: dict[str, Callable[..., Engine]] = {
     "transformers": _transformers,
+    "vllm": _vllm,
 }
 
 

@@ -33,7 +33,8 @@ from critic.engines.base import (
     GenerationRequest,
     SamplingConfig,
 )
-from critic.labels import LabelTrie, label_token_ids
+from critic.engines.tokenizer_utils import label_trie, reserved_strings, trie_token_ids, verdict_boundary
+from critic.labels import LabelTrie
 from critic.spec import OutputSpec
 
 try:  # torch and transformers are core dependencies; llguidance is imported lazily below.
@@ -192,9 +193,7 @@ class TransformersEngine(Engine):
         return int(eos)
 
     def reserved_strings(self) -> tuple[str, ...]:
-        added = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
-        strings = {tok.content for tok in added.values()} | set(self.tokenizer.all_special_tokens)
-        return tuple(sorted(s for s in strings if s))
+        return reserved_strings(self.tokenizer)
 
     @functools.cached_property
     def _ll_tokenizer(self) -> Any:
@@ -215,10 +214,7 @@ class TransformersEngine(Engine):
 
     def _trie(self, spec: OutputSpec) -> LabelTrie:
         if spec not in self._tries:
-            encode = functools.partial(self.tokenizer.encode, add_special_tokens=False)
-            continuations = {label: spec.label_continuation(label) for label in spec.labels}
-            ids = label_token_ids(encode, spec.opening + "…" + spec.closing + spec.marker, continuations)
-            self._tries[spec] = LabelTrie.build(ids, end_token_id=self.eos_token_id)
+            self._tries[spec] = label_trie(spec, self.tokenizer, self.eos_token_id)
         return self._tries[spec]
 
     # ------------------------------------------------------------------ prompts
@@ -289,7 +285,7 @@ class TransformersEngine(Engine):
         self, spec: OutputSpec, rows: list[_Row], inputs: dict[str, Any], sampling: SamplingConfig, cap: int
     ) -> None:
         trie = self._trie(spec)
-        recorder = _LabelLogprobRecorder([*self._interesting(trie)])
+        recorder = _LabelLogprobRecorder(sorted(trie_token_ids(trie)))
         constraint = _ConstraintProcessor(self._ll_tokenizer, self._grammar(spec), self.stop_token_ids)
         device = self.model.device
         inputs = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in inputs.items()}
@@ -326,15 +322,6 @@ class TransformersEngine(Engine):
             row.steps = [steps[r, k] for k in range(min(stop + 1, steps.shape[1]))]
             row.text = self.tokenizer.decode(row.generated, skip_special_tokens=True)
         self._recorded_ids = recorder.token_ids.tolist()
-
-    def _interesting(self, trie: LabelTrie) -> set[int]:
-        ids = {self.eos_token_id}
-        stack = [trie.root]
-        while stack:
-            node = stack.pop()
-            ids.update(node.children)
-            stack.extend(node.children.values())
-        return ids
 
     # ------------------------------------------------------------------ verdict probabilities
     def _finish(self, spec: OutputSpec, rows: list[_Row]) -> list[Completion]:
@@ -379,13 +366,9 @@ class TransformersEngine(Engine):
         return completions
 
     def _boundary(self, row: _Row, context: str) -> int | None:
-        """Number of generated tokens that decode exactly to ``context`` (the text before the label), if any."""
-        tail = row.text[len(context) :]
-        for k in range(1, min(len(row.generated), 12) + 1):
-            start = len(row.generated) - k
-            if self.tokenizer.decode(row.generated[start:], skip_special_tokens=True) == tail:
-                return start if start < len(row.steps) else None
-        return None
+        decode = functools.partial(self.tokenizer.decode, skip_special_tokens=True)
+        start = verdict_boundary(row.generated, row.text, context, decode)
+        return start if start is not None and start < len(row.steps) else None
 
     def _score_paths(
         self,
