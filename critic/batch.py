@@ -8,6 +8,8 @@ Guarantees:
 
 * results are appended and flushed item by item; a rerun of the same command skips ids already in the output, so a
   run killed at any point (even ``kill -9`` mid-write) and run again ends with every id exactly once;
+* items that failed because the engine failed (a server down, a timeout) are judged again by a rerun, their old
+  error records removed; items that failed for their own reasons (bad input, unreadable media) are not;
 * a bad row (invalid JSON, missing fields, unreadable image) gets an error record and the batch goes on;
 * a progress bar on stderr, and a :class:`BatchSummary` at the end.
 """
@@ -127,8 +129,17 @@ def read_rows(path: Path) -> Iterator[_Row]:
                 yield _Row(number, item_id, None, JudgeError("input", f"line {number}: {exc}"), _guess_mode(data))
 
 
-def completed_ids(output: Path) -> set[str]:
-    """Ids already written to ``output``.  A torn last line (a run killed mid-write) is cut off first."""
+#: Error kinds that a rerun retries: the item itself was fine, the engine failed (server down, timeout).
+RETRY_KINDS = frozenset({"engine"})
+
+
+def completed_ids(output: Path, retry_kinds: frozenset[str] = RETRY_KINDS) -> set[str]:
+    """Ids already finished in ``output``.
+
+    A torn last line (a run killed mid-write) is cut off.  Records whose error kind is in ``retry_kinds`` are
+    removed from the file (rewritten atomically), so that a rerun judges those items again and every id still
+    appears exactly once.
+    """
     if not output.exists():
         return set()
     with open(output, "rb+") as handle:
@@ -137,12 +148,26 @@ def completed_ids(output: Path) -> set[str]:
             keep = data.rfind(b"\n") + 1
             handle.truncate(keep)
             data = data[:keep]
-    ids = set()
+    ids: set[str] = set()
+    kept: list[str] = []
+    dropped = 0
     for line in data.decode("utf-8", errors="replace").splitlines():
         try:
-            ids.add(str(json.loads(line)["id"]))
+            record = json.loads(line)
+            item_id = str(record["id"])
         except (json.JSONDecodeError, KeyError, TypeError):
+            kept.append(line)
             continue
+        error = record.get("error") or {}
+        if isinstance(error, dict) and error.get("kind") in retry_kinds:
+            dropped += 1
+            continue
+        ids.add(item_id)
+        kept.append(line)
+    if dropped:
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        os.replace(tmp, output)
     return ids
 
 

@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     engine = parser.add_argument_group("engine")
     engine.add_argument("--model", required=True, help="model folder or Hub id of the judge")
-    engine.add_argument("--backend", default="transformers", choices=["transformers", "vllm"], help="inference engine")
+    engine.add_argument("--backend", default="transformers", choices=["transformers", "vllm", "openai"], help="inference engine")
     engine.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', …")
     engine.add_argument("--dtype", default="auto", help="'auto', 'float32', 'bfloat16', 'float16'")
     engine.add_argument("--batch-size", type=int, default=8, help="generations per engine batch")
@@ -36,6 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--gpu-memory-utilization", type=float, default=None,
                         help="vllm: share of GPU memory (CPU build: of RAM) for weights and KV cache")
     engine.add_argument("--enforce-eager", action="store_true", help="vllm: no CUDA graphs / compilation")
+    engine.add_argument("--base-url", help="openai: server URL, e.g. http://127.0.0.1:8000/v1")
+    engine.add_argument("--api-key", default=None, help="openai: bearer token (default: $OPENAI_API_KEY if set)")
+    engine.add_argument("--constraint", default="structured_outputs", choices=["structured_outputs", "regex"],
+                        help="openai: how the regex is sent (vLLM: structured_outputs; sglang: regex)")
+    engine.add_argument("--max-concurrency", type=int, default=8, help="openai: requests in flight")
+    engine.add_argument("--timeout", type=float, default=120.0, help="openai: seconds per request")
+    engine.add_argument("--max-retries", type=int, default=5, help="openai: retries on 429/5xx/connection errors")
 
     item = parser.add_argument_group("single item")
     item.add_argument("--image", action="append", default=[], help="image path (repeat for several)")
@@ -103,6 +110,12 @@ def config_from_args(args: argparse.Namespace) -> Any:
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of the chosen backend's ``from_pretrained``."""
     common = {"dtype": args.dtype, "max_model_len": args.max_model_len, "trust_remote_code": args.trust_remote_code}
+    if args.backend == "openai":
+        import os
+
+        return {"base_url": args.base_url, "api_key": args.api_key or os.environ.get("OPENAI_API_KEY"),
+                "constraint": args.constraint, "max_concurrency": args.max_concurrency, "timeout": args.timeout,
+                "max_retries": args.max_retries}
     if args.backend == "vllm":
         return {**common, "gpu_memory_utilization": args.gpu_memory_utilization, "enforce_eager": args.enforce_eager}
     return {**common, "device": args.device, "batch_size": args.batch_size}

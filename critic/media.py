@@ -110,6 +110,7 @@ def image_to_data_url(image: Image.Image, format: str = "PNG") -> str:
     """Encode ``image`` as a ``data:<mime>;base64,...`` URL, the form OpenAI-compatible servers accept."""
     fmt = format.upper()
     fmt = "JPEG" if fmt == "JPG" else fmt
+    Image.init()  # Pillow fills its MIME table only once plugins are loaded (normally on the first open)
     mime = Image.MIME.get(fmt)
     if mime is None:
         raise ValueError(f"unknown image format {format!r}")

@@ -22,16 +22,24 @@ import json
 import os
 import random
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from transformers import PreTrainedTokenizerFast
+from transformers import PretrainedConfig, PreTrainedTokenizerFast, ProcessorMixin
 
 Arch = Literal["qwen2_vl", "qwen2_5_vl", "llava"]
 ARCHS: tuple[str, ...] = ("qwen2_vl", "qwen2_5_vl", "llava")
+
+PATCH_SIZE = 14
+MERGE_SIZE = 2
+TEMPORAL_PATCH_SIZE = 2
+
+# Attention head sizes vLLM's CPU backend accepts (CPUAttentionBackend.get_supported_head_sizes in vLLM 0.32).
+VLLM_CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 
 # Bump when the factory changes what it writes, so cached folders from older code are not reused.
 FACTORY_VERSION = 1
@@ -77,9 +85,9 @@ LLAVA_CHAT_TEMPLATE = (
 
 @dataclass(frozen=True)
 class TinySpec:
-    """Sizes of a generated model. Defaults give a ~0.4M-parameter model whose forward pass takes milliseconds."""
+    """Sizes of a generated model. The defaults give ~0.5M parameters and a forward pass of milliseconds on CPU."""
 
-    vocab_size: int = field(default=2000, metadata={"help": "BPE vocabulary before special tokens (incl. 256 bytes)"})
+    vocab_size: int = field(default=2000, metadata={"help": "BPE vocabulary (256 bytes + merges), before specials"})
     hidden_size: int = field(default=64, metadata={"help": "text model width"})
     intermediate_size: int = field(default=128, metadata={"help": "text MLP width"})
     num_layers: int = field(default=2, metadata={"help": "text decoder layers"})
@@ -90,7 +98,8 @@ class TinySpec:
     vision_heads: int = field(default=2, metadata={"help": "vision attention heads"})
     vision_mlp_ratio: int = field(default=2, metadata={"help": "vision MLP width / vision width"})
     min_pixels: int = field(default=56 * 56, metadata={"help": "Qwen image processor: fewest pixels after resize"})
-    max_pixels: int = field(default=28 * 28 * 48, metadata={"help": "Qwen image processor: most pixels (224x224 -> 36 tokens)"})
+    max_pixels: int = field(default=28 * 28 * 48, metadata={"help": "Qwen image processor: most pixels after resize "
+                                                                     "(default: 224x224 becomes 168x168, 36 tokens)"})
     llava_image_size: int = field(default=84, metadata={"help": "LLaVA/CLIP crop size; (size/14)^2 image tokens"})
     max_position_embeddings: int = field(default=4096, metadata={"help": "longest sequence the text model supports"})
     rope_theta: float = field(default=10000.0, metadata={"help": "rotary base frequency"})
@@ -100,9 +109,9 @@ class TinySpec:
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
             raise ValueError("hidden_size must divide by num_heads, and num_heads by num_kv_heads")
-        if self.head_dim < 32 or self.head_dim % 16:
-            # vLLM's CPU attention supports head sizes 32, 64, 80, 96, 112, 128, ... only.
-            raise ValueError(f"head_dim {self.head_dim} must be a multiple of 16 and >= 32 (vLLM CPU attention)")
+        if self.head_dim not in VLLM_CPU_HEAD_DIMS:
+            raise ValueError(f"head_dim {self.head_dim} (hidden_size / num_heads) must be one of {VLLM_CPU_HEAD_DIMS}: "
+                             "vLLM's CPU attention rejects other sizes")
         if self.vision_width % self.vision_heads or (self.vision_width // self.vision_heads) % 4:
             raise ValueError("vision_width / vision_heads must be a multiple of 4 (2-D rotary embedding)")
         if self.vision_depth < 1 or self.num_layers < 1:
@@ -125,10 +134,6 @@ class TinySpec:
         blob = json.dumps({"v": FACTORY_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
-
-PATCH_SIZE = 14
-MERGE_SIZE = 2
-TEMPORAL_PATCH_SIZE = 2
 
 PRESETS: dict[str, TinySpec] = {
     # Unit tests: milliseconds per forward, ~36 image tokens per image.
@@ -170,6 +175,14 @@ def builtin_corpus(n_sentences: int = 6000, seed: int = 0) -> list[str]:
     def pick(words: Sequence[str]) -> str:
         return rng.choice(words)
 
+    # Made-up English-ish words (onset + vowel + coda syllables) give the BPE enough variety to fill its merges.
+    onsets = "b c d f g h j k l m n p r s t v w y st tr pl ch sh th br gr cl fl sp wh qu".split()
+    vowels = "a e i o u ea ou ai oo ie ee".split()
+    codas = ["", "", "n", "r", "s", "t", "l", "nd", "ng", "st", "ck", "m", "rt", "ll", "sh", "ght"]
+
+    def made_up() -> str:
+        return "".join(pick(onsets) + pick(vowels) + pick(codas) for _ in range(rng.randint(1, 3)))
+
     templates = [
         lambda: f"{pick(qwords)} {pick(colours)} {pick(shapes)} is in the {pick(places)} of the image?",
         lambda: f"How many {pick(things)}s are there? There are {rng.randint(0, 120)} {pick(things)}s.",
@@ -182,6 +195,9 @@ def builtin_corpus(n_sentences: int = 6000, seed: int = 0) -> list[str]:
         lambda: f"Question: {pick(qwords)} the {pick(things)} {pick(colours)}? Answer: {pick(['yes', 'no'])}, "
                 f"it is {pick(numbers)} {pick(adjectives)} {pick(shapes)}s.",
         lambda: " ".join(pick(judge + colours + shapes + things + numbers) for _ in range(rng.randint(4, 12))),
+        lambda: f"The {made_up()} {pick(verbs)} {made_up()} {made_up()}, {pick(['and', 'but', 'or', 'so'])} "
+                f"{made_up()} {pick(things)}s are {pick(adjectives)}.",
+        lambda: " ".join(made_up().capitalize() if rng.random() < 0.2 else made_up() for _ in range(8)) + ".",
         lambda: f"{pick(numbers).capitalize()} {pick(things)}s, {rng.randint(0, 9999)} pixels, "
                 f"{rng.random():.3f} confidence; ({pick(places)}, {pick(places)}).",
     ]
@@ -229,7 +245,8 @@ def _default_bpe_json(vocab_size: int) -> str:
                            pad_token=None).backend_tokenizer.to_str()
 
 
-def default_tokenizer(arch: Arch = "qwen2_vl", vocab_size: int = 2000) -> PreTrainedTokenizerFast:
+def default_tokenizer(arch: Arch = "qwen2_vl", vocab_size: int = 2000,
+                      model_max_length: int = 4096) -> PreTrainedTokenizerFast:
     """Tokenizer trained on `builtin_corpus`, with the special tokens and chat template for `arch`."""
     from tokenizers import Tokenizer
 
@@ -240,7 +257,8 @@ def default_tokenizer(arch: Arch = "qwen2_vl", vocab_size: int = 2000) -> PreTra
     else:
         tok.add_special_tokens(list(QWEN_SPECIAL_TOKENS))
         kwargs = dict(eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=QWEN_CHAT_TEMPLATE)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, clean_up_tokenization_spaces=False, **kwargs)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, clean_up_tokenization_spaces=False,
+                                   model_max_length=model_max_length, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -261,8 +279,17 @@ def _text_kwargs(spec: TinySpec, vocab: int) -> dict:
                 tie_word_embeddings=spec.tie_word_embeddings)
 
 
-def _config_and_processor(arch: Arch, spec: TinySpec, tokenizer: PreTrainedTokenizerFast):
-    """(model config, processor, generation special ids) for `arch`."""
+@dataclass
+class _Parts:
+    """What `build_tiny_model` saves besides the weights."""
+
+    config: PretrainedConfig
+    processor: ProcessorMixin
+    special_ids: dict[str, int]
+    """bos/eos/pad token ids, for the generation config."""
+
+
+def _config_and_processor(arch: Arch, spec: TinySpec, tokenizer: PreTrainedTokenizerFast) -> _Parts:
     vocab = len(tokenizer)
     if arch == "llava":
         from transformers import CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaProcessor
@@ -273,9 +300,9 @@ def _config_and_processor(arch: Arch, spec: TinySpec, tokenizer: PreTrainedToken
         image_id = _token_id(tokenizer, "<image>")
         text = LlamaConfig(**_text_kwargs(spec, vocab), head_dim=spec.head_dim, rope_theta=spec.rope_theta, **ids)
         size = spec.llava_image_size
-        vision = CLIPVisionConfig(hidden_size=spec.vision_width, intermediate_size=spec.vision_width * spec.vision_mlp_ratio,
-                                  num_hidden_layers=spec.vision_depth, num_attention_heads=spec.vision_heads,
-                                  image_size=size, patch_size=PATCH_SIZE, projection_dim=spec.hidden_size)
+        vision = CLIPVisionConfig(hidden_size=spec.vision_width, num_hidden_layers=spec.vision_depth,
+                                  intermediate_size=spec.vision_width * spec.vision_mlp_ratio,
+                                  num_attention_heads=spec.vision_heads, image_size=size, patch_size=PATCH_SIZE, projection_dim=spec.hidden_size)
         config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=image_id,
                              image_seq_length=(size // PATCH_SIZE) ** 2,
                              vision_feature_layer=-2 if spec.vision_depth > 1 else -1,
@@ -283,8 +310,8 @@ def _config_and_processor(arch: Arch, spec: TinySpec, tokenizer: PreTrainedToken
         image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
         processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH_SIZE,
                                    vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                                   chat_template=tokenizer.chat_template)
-        return config, processor, ids
+                                   chat_template=tokenizer.chat_template or LLAVA_CHAT_TEMPLATE)
+        return _Parts(config, processor, ids)
 
     from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
 
@@ -310,10 +337,11 @@ def _config_and_processor(arch: Arch, spec: TinySpec, tokenizer: PreTrainedToken
     elif arch == "qwen2_5_vl":
         from transformers import Qwen2_5_VLConfig
 
-        # Window attention everywhere except the last block, as in the real model (full attention every 8th).
+        # Window attention except in every 8th block (as in the real model), and always in the last.
+        full = sorted({i for i in range(spec.vision_depth) if i % 8 == 7} | {spec.vision_depth - 1})
         vision = dict(depth=spec.vision_depth, hidden_size=spec.vision_width, out_hidden_size=spec.hidden_size,
                       intermediate_size=spec.vision_width * spec.vision_mlp_ratio, num_heads=spec.vision_heads,
-                      window_size=112, fullatt_block_indexes=[spec.vision_depth - 1], tokens_per_second=2, **patch)
+                      window_size=112, fullatt_block_indexes=full, tokens_per_second=2, **patch)
         config = Qwen2_5_VLConfig(text_config=text, vision_config=vision,
                                   tie_word_embeddings=spec.tie_word_embeddings, **mm_ids)
     else:
@@ -321,8 +349,9 @@ def _config_and_processor(arch: Arch, spec: TinySpec, tokenizer: PreTrainedToken
     pixels = dict(min_pixels=spec.min_pixels, max_pixels=spec.max_pixels, patch_size=PATCH_SIZE,
                   merge_size=MERGE_SIZE, temporal_patch_size=TEMPORAL_PATCH_SIZE)
     processor = Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(**pixels), tokenizer=tokenizer,
-                                 video_processor=Qwen2VLVideoProcessor(**pixels), chat_template=tokenizer.chat_template)
-    return config, processor, ids
+                                 video_processor=Qwen2VLVideoProcessor(**pixels),
+                                 chat_template=tokenizer.chat_template or QWEN_CHAT_TEMPLATE)
+    return _Parts(config, processor, ids)
 
 
 def build_tiny_model(
@@ -343,12 +372,12 @@ def build_tiny_model(
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose from {ARCHS}")
     spec = spec or TinySpec()
-    tokenizer = tokenizer or default_tokenizer(arch, spec.vocab_size)
-    config, processor, ids = _config_and_processor(arch, spec, tokenizer)
+    tokenizer = tokenizer or default_tokenizer(arch, spec.vocab_size, spec.max_position_embeddings)
+    parts = _config_and_processor(arch, spec, tokenizer)
+    ids = parts.special_ids
 
     torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
-    model = model.to(getattr(torch, spec.dtype)).eval()
+    model = AutoModelForImageTextToText.from_config(parts.config, dtype=getattr(torch, spec.dtype)).eval()
     eos = [ids["eos_token_id"]] + ([ids["pad_token_id"]] if arch != "llava" else [])
     model.generation_config = GenerationConfig(bos_token_id=ids["bos_token_id"], eos_token_id=eos,
                                                pad_token_id=ids["pad_token_id"])
@@ -356,12 +385,36 @@ def build_tiny_model(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
-    processor.save_pretrained(out)
+    if arch == "llava":
+        _restore_clip_prefix(out)
+    parts.processor.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / "tiny_spec.json").write_text(json.dumps(
         {"arch": arch, "seed": seed, "factory_version": FACTORY_VERSION, "spec": dataclasses.asdict(spec),
          "num_parameters": model.num_parameters()}, indent=2) + "\n")
     return out
+
+
+def _restore_clip_prefix(out: Path) -> None:
+    """Write LLaVA's CLIP weights as `vision_tower.vision_model.*`, the layout of published checkpoints.
+
+    transformers 5 drops CLIPVisionModel's `vision_model.` prefix when saving; it reads both layouts back, but
+    vLLM's LLaVA loader only knows the published one ("no module or parameter named 'vision_tower.embeddings'").
+    """
+    from safetensors.torch import load_file, save_file
+
+    def rename(key: str) -> str:
+        if key.startswith("vision_tower.") and not key.startswith("vision_tower.vision_model."):
+            return "vision_tower.vision_model." + key.removeprefix("vision_tower.")
+        return key
+
+    for path in out.glob("*.safetensors"):
+        save_file({rename(k): v for k, v in load_file(path).items()}, path, metadata={"format": "pt"})
+    index = out / "model.safetensors.index.json"
+    if index.exists():
+        data = json.loads(index.read_text())
+        data["weight_map"] = {rename(k): v for k, v in data["weight_map"].items()}
+        index.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def cache_root() -> Path:
@@ -417,7 +470,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TinySpec)
                  if getattr(args, f.name) is not None}
-    spec = dataclasses.replace(PRESETS[args.preset], **overrides)
+    try:
+        spec = dataclasses.replace(PRESETS[args.preset], **overrides)
+    except ValueError as err:
+        print(f"python -m critic.tiny: invalid sizes: {err}", file=sys.stderr)
+        return 2
     out = build_tiny_model(args.out_dir, args.arch, args.seed, spec)
     info = json.loads((out / "tiny_spec.json").read_text())
     print(f"{args.arch} (seed {args.seed}, {info['num_parameters']:,} parameters) -> {out}")

@@ -159,3 +159,13 @@ def test_dependency_direction() -> None:
         assert not imports(path) & {"scaling", "training"}, path
     for path in (ROOT / "prompts").rglob("*.py"):
         assert not imports(path) & {"critic", "scaling", "training"}, path
+
+
+def test_rerun_retries_engine_errors_only(tmp_path: Path) -> None:
+    out = tmp_path / "results.jsonl"
+    records = [{"id": "ok", "status": "ok"},
+               {"id": "down", "status": "error", "error": {"kind": "engine", "message": "connection refused"}},
+               {"id": "bad", "status": "error", "error": {"kind": "media", "message": "truncated"}}]
+    out.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert completed_ids(out) == {"ok", "bad"}
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["ok", "bad"]

@@ -116,7 +116,8 @@ def test_special_ids_are_inside_the_vocabulary(arch_dir: tuple[str, Path]) -> No
         assert tokenizer.convert_ids_to_tokens(tokenizer.convert_tokens_to_ids(token)) == token
         assert len(tokenizer.encode(token, add_special_tokens=False)) == 1
     eos = "</s>" if arch == "llava" else "<|im_end|>"
-    assert tokenizer.eos_token == eos and tokenizer.convert_tokens_to_ids(eos) == config.get_text_config().eos_token_id
+    assert tokenizer.eos_token == eos
+    assert tokenizer.convert_tokens_to_ids(eos) == config.get_text_config().eos_token_id
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -233,8 +234,9 @@ def test_vllm_generates_regex_constrained_verdicts(tiny_qwen2_vl_dir: Path, monk
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; a fixed small KV cache instead of a memory share
     text = AutoProcessor.from_pretrained(tiny_qwen2_vl_dir).apply_chat_template(
         MESSAGES, add_generation_prompt=True, tokenize=False)
-    llm = LLM(model=str(tiny_qwen2_vl_dir), gpu_memory_utilization=0.1, max_model_len=1024, enforce_eager=True,
-              seed=0, limit_mm_per_prompt={"image": 1, "video": 0})
+    # dtype: vLLM on CPU would downcast the float32 checkpoint to bfloat16 (and warn once per weight).
+    llm = LLM(model=str(tiny_qwen2_vl_dir), dtype="float32", gpu_memory_utilization=0.1, max_model_len=1024,
+              enforce_eager=True, seed=0, limit_mm_per_prompt={"image": 1, "video": 0})
     try:
         params = SamplingParams(max_tokens=16, seed=0,
                                 structured_outputs=StructuredOutputsParams(regex=VERDICT_REGEX))

@@ -31,10 +31,17 @@ def _vllm(model: str, **options: Any) -> Engine:
     return VLLMEngine.from_pretrained(model, **options)
 
 
+def _openai(model: str, **options: Any) -> Engine:
+    from critic.engines.openai_engine import OpenAIEngine
+
+    return OpenAIEngine.from_pretrained(model, **options)
+
+
 #: backend name → factory(model, **options).  Factories import their engine lazily.
 BACKENDS: dict[str, Callable[..., Engine]] = {
     "transformers": _transformers,
     "vllm": _vllm,
+    "openai": _openai,
 }
 
 
