@@ -67,8 +67,11 @@ class _LabelLogprobRecorder(LogitsProcessor):
         self.steps: list[torch.Tensor] = []  # each [batch, len(token_ids)] on CPU
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        logprobs = torch.log_softmax(scores.float(), dim=-1)
-        self.steps.append(logprobs[:, self.token_ids.to(scores.device)].cpu())
+        if self.token_ids.device != scores.device:
+            self.token_ids = self.token_ids.to(scores.device)
+        # log-softmax at a few columns only: gather, then subtract the row's log-normaliser (no [batch, vocab] copy)
+        picked = scores.index_select(1, self.token_ids).float()
+        self.steps.append((picked - torch.logsumexp(scores.float(), dim=-1, keepdim=True)).cpu())
         return scores
 
 
@@ -321,7 +324,7 @@ class TransformersEngine(Engine):
             row.generated = generated[:stop]
             row.steps = [steps[r, k] for k in range(min(stop + 1, steps.shape[1]))]
             row.text = self.tokenizer.decode(row.generated, skip_special_tokens=True)
-        self._recorded_ids = recorder.token_ids.tolist()
+        self._recorded_ids = recorder.token_ids.cpu().tolist()
 
     # ------------------------------------------------------------------ verdict probabilities
     def _finish(self, spec: OutputSpec, rows: list[_Row]) -> list[Completion]:
