@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     engine = parser.add_argument_group("engine")
     engine.add_argument("--model", required=True, help="model folder or Hub id of the judge")
-    engine.add_argument("--backend", default="transformers", choices=["transformers", "vllm", "openai"], help="inference engine")
+    engine.add_argument("--backend", default="transformers", choices=["transformers", "vllm", "openai", "sglang"], help="inference engine")
     engine.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', …")
     engine.add_argument("--dtype", default="auto", help="'auto', 'float32', 'bfloat16', 'float16'")
     engine.add_argument("--batch-size", type=int, default=8, help="generations per engine batch")
@@ -116,6 +116,8 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
         return {"base_url": args.base_url, "api_key": args.api_key or os.environ.get("OPENAI_API_KEY"),
                 "constraint": args.constraint, "max_concurrency": args.max_concurrency, "timeout": args.timeout,
                 "max_retries": args.max_retries}
+    if args.backend == "sglang":
+        return {"trust_remote_code": args.trust_remote_code}
     if args.backend == "vllm":
         return {**common, "gpu_memory_utilization": args.gpu_memory_utilization, "enforce_eager": args.enforce_eager}
     return {**common, "device": args.device, "batch_size": args.batch_size}

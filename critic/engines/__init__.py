@@ -37,11 +37,18 @@ def _openai(model: str, **options: Any) -> Engine:
     return OpenAIEngine.from_pretrained(model, **options)
 
 
+def _sglang(model: str, **options: Any) -> Engine:
+    from critic.engines.sglang_engine import SGLangEngine
+
+    return SGLangEngine.from_pretrained(model, **options)
+
+
 #: backend name → factory(model, **options).  Factories import their engine lazily.
 BACKENDS: dict[str, Callable[..., Engine]] = {
     "transformers": _transformers,
     "vllm": _vllm,
     "openai": _openai,
+    "sglang": _sglang,
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from critic.labels import LabelTrie, label_token_ids
@@ -54,3 +55,77 @@ def trie_token_ids(trie: LabelTrie) -> set[int]:
         ids.update(node.children)
         stack.extend(node.children.values())
     return ids
+
+
+@dataclass
+class VerdictTokens:
+    """One generation as an engine with token ids and per-step top log-probabilities returns it."""
+
+    key: int
+    """The caller's index of the request."""
+    spec: OutputSpec
+    text: str
+    generated: list[int]
+    """Generated token ids, without the end token."""
+    step_logprobs: list[dict[int, float]]
+    """Per generated position: token id → log-probability (the engine's top-k at that step)."""
+
+
+MissingNode = tuple[int, str, tuple[int, ...]]
+"""(key, verdict context text, trie path) of a trie node whose log-probabilities the generation did not record."""
+
+
+def trie_probabilities(
+    items: Sequence[VerdictTokens],
+    trie_for: Callable[[OutputSpec], LabelTrie],
+    decode: Callable[[Sequence[int]], str],
+    score_missing: Callable[[list[MissingNode]], dict[tuple[int, tuple[int, ...]], dict[int, float]]],
+) -> dict[int, dict[str, float]]:
+    """Label distributions for engines that return token ids with top-k log-probabilities per step (vLLM, sglang).
+
+    Nodes on the generated path read the recorded step; the others are collected and scored in one batch by
+    ``score_missing`` (the engine's one-token constrained requests).  Items whose text does not parse, or whose
+    verdict does not start on a token boundary, get no entry (the judge then keeps the generated label).
+    """
+    plans: dict[int, tuple[VerdictTokens, LabelTrie, int]] = {}
+    missing: list[MissingNode] = []
+    for item in items:
+        try:
+            context = item.spec.parse(item.text).context
+        except ValueError:
+            continue
+        boundary = verdict_boundary(item.generated, item.text, context, decode)
+        if boundary is None:
+            continue
+        trie = trie_for(item.spec)
+        plans[item.key] = (item, trie, boundary)
+        for path in trie.queries():
+            step = boundary + len(path)
+            if tuple(item.generated[boundary:step]) != path or step >= len(item.step_logprobs):
+                missing.append((item.key, context, path))
+    scored = score_missing(missing) if missing else {}
+    out: dict[int, dict[str, float]] = {}
+    for key, (item, trie, boundary) in plans.items():
+        def logprobs_at(path: tuple[int, ...], key: int = key, item: VerdictTokens = item,
+                        boundary: int = boundary) -> dict[int, float]:
+            if (key, path) in scored:
+                return scored[(key, path)]
+            return item.step_logprobs[boundary + len(path)]
+
+        try:
+            out[key] = trie.distribution(logprobs_at)
+        except (ValueError, KeyError, IndexError):
+            continue
+    return out
+
+
+def node_options_regex(trie: LabelTrie, path: tuple[int, ...], decode: Callable[[Sequence[int]], str]) -> str:
+    """Regex allowing exactly one of the options at a trie node (a child token's text, or nothing when a label
+    ends there): the constraint of a one-token scoring request."""
+    from critic.spec import regex_escape
+
+    node = trie.root
+    for token in path:
+        node = node.children[token]
+    options = "|".join(regex_escape(decode([t])) for t in node.children)
+    return f"({options})" + ("?" if node.label is not None else "")

@@ -29,9 +29,16 @@ from critic.engines.base import (
     GenerationRequest,
     SamplingConfig,
 )
-from critic.engines.tokenizer_utils import label_trie, reserved_strings, verdict_boundary
+from critic.engines.tokenizer_utils import (
+    MissingNode,
+    VerdictTokens,
+    label_trie,
+    node_options_regex,
+    reserved_strings,
+    trie_probabilities,
+)
 from critic.labels import LabelTrie
-from critic.spec import OutputSpec, regex_escape
+from critic.spec import OutputSpec
 
 
 def _import_vllm() -> Any:
@@ -213,58 +220,27 @@ class VLLMEngine(Engine):
     # ------------------------------------------------------------------ verdict probabilities
     def _probabilities(self, rows: list[_Row], sampling: SamplingConfig) -> dict[int, dict[str, float]]:
         decode = functools.partial(self.tokenizer.decode, skip_special_tokens=True)
-        plans: dict[int, tuple[_Row, LabelTrie, str, int | None]] = {}
-        extra: list[tuple[int, tuple[int, ...]]] = []  # (row index, trie path) scored by an extra request
-        for row in rows:
-            spec = row.request.spec
-            try:
-                parsed = spec.parse(row.text)
-            except ValueError:
-                continue
-            trie = self._trie(spec)
-            generated = [t for t in row.generated if t != self.eos_token_id]
-            boundary = verdict_boundary(generated, row.text, parsed.context, decode)
-            plans[row.index] = (row, trie, parsed.context, boundary)
-            for path in trie.queries():
-                on_path = boundary is not None and tuple(generated[boundary : boundary + len(path)]) == path
-                if not on_path or boundary + len(path) >= len(row.logprobs or []):  # type: ignore[operator]
-                    extra.append((row.index, path))
-        scored = self._score_paths(plans, extra) if extra else {}
-        result: dict[int, dict[str, float]] = {}
-        for index, (row, trie, _context, boundary) in plans.items():
-            def logprobs_at(path: tuple[int, ...], index: int = index, row: _Row = row, boundary: int | None = boundary) -> dict[int, float]:
-                if (index, path) in scored:
-                    return scored[(index, path)]
-                return row.logprobs[boundary + len(path)]  # type: ignore[index,operator]
+        items = [VerdictTokens(row.index, row.request.spec, row.text,
+                               [t for t in row.generated if t != self.eos_token_id], row.logprobs or [])
+                 for row in rows]
+        by_key = {row.index: row for row in rows}
 
-            try:
-                result[index] = trie.distribution(logprobs_at)
-            except (ValueError, KeyError, IndexError):
-                continue  # no probabilities for this row; the judge falls back to the generated label
-        return result
+        def score_missing(missing: list[MissingNode]) -> dict[tuple[int, tuple[int, ...]], dict[int, float]]:
+            """One constrained one-token request per missing node; prefix caching makes them cheap."""
+            prompts, params = [], []
+            for key, context, path in missing:
+                request = by_key[key].request
+                regex = node_options_regex(self._trie(request.spec), path, decode)
+                prompts.append(self._vllm_prompt(request.prompt, suffix=context + decode(list(path))))
+                params.append(self._params(request.spec, SamplingConfig(), regex=regex, max_tokens=1))
+            scored = {}
+            for (key, _context, path), output in zip(missing, self._run(prompts, params)):
+                if not isinstance(output, Exception) and output.outputs[0].logprobs:
+                    first = output.outputs[0].logprobs[0]
+                    scored[(key, path)] = {int(t): float(lp.logprob) for t, lp in first.items()}
+            return scored
 
-    def _score_paths(
-        self, plans: dict[int, tuple[_Row, LabelTrie, str, int | None]], extra: list[tuple[int, tuple[int, ...]]]
-    ) -> dict[tuple[int, tuple[int, ...]], dict[int, float]]:
-        """One constrained one-token request per (row, trie node): logprobs of that node's options."""
-        prompts, params, keys = [], [], []
-        for index, path in extra:
-            row, trie, context, _ = plans[index]
-            node = trie.root
-            for token in path:
-                node = node.children[token]
-            options = [regex_escape(self.tokenizer.decode([t])) for t in node.children]
-            regex = "(" + "|".join(options) + ")" + ("?" if node.label is not None else "")
-            prompts.append(self._vllm_prompt(row.request.prompt, suffix=context + self.tokenizer.decode(list(path))))
-            params.append(self._params(row.request.spec, SamplingConfig(), regex=regex, max_tokens=1))
-            keys.append((index, path))
-        scored = {}
-        for key, output in zip(keys, self._run(prompts, params)):
-            if isinstance(output, Exception) or not output.outputs[0].logprobs:
-                continue
-            first = output.outputs[0].logprobs[0]
-            scored[key] = {int(token): float(lp.logprob) for token, lp in first.items()}
-        return scored
+        return trie_probabilities(items, self._trie, decode, score_missing)
 
     def close(self) -> None:
         self.llm = None  # vLLM shuts its workers down when the LLM is garbage-collected
