@@ -72,13 +72,17 @@ def test_seeded_sampling_is_reproducible(vllm_judge: Judge) -> None:
     assert first != sample(6)
 
 
-def test_too_long_prompt_fails_only_its_item(vllm_judge: Judge) -> None:
+def test_too_long_prompts_fail_only_their_items(vllm_judge: Judge) -> None:
     judge = vllm_judge.with_config(prompt=vllm_judge.config.prompt.__class__(max_response_chars=100_000))
     short, long = judge.judge([JudgeItem(id="short", question="Colour?", response="red"),
                                JudgeItem(id="long", question="Colour?", response="red " * 5000)])
     assert short.ok, short.error
-    assert long.error is not None and long.error.kind in ("context_length", "engine")
-    assert "long" in long.error.message or "length" in long.error.message
+    assert long.error is not None and long.error.kind == "context_length", long.error
+    # A prompt that fits, with a critique budget whose token cap (4 x 1000 chars) cannot fit beside it: either
+    # the verdict is reached anyway, or the item is a context_length error; never a truncated, unparseable verdict.
+    [tight] = vllm_judge.with_config(critique_max_chars=1000).judge([JudgeItem(question="Colour?", response="red")])
+    assert tight.ok or tight.error.kind == "context_length", tight.error
+    print(f"\ntight item: {'ok' if tight.ok else tight.error.message}")
 
 
 def test_video_frames(vllm_judge: Judge) -> None:

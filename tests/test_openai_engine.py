@@ -230,3 +230,11 @@ def test_server_killed_mid_batch_then_rerun_completes_each_id_once(vllm_server: 
     final = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["id"] for r in final) == sorted(f"i{i}" for i in range(30))
     assert all(r["status"] == "ok" for r in final)
+
+
+def test_output_cut_by_the_context_is_a_context_length_error(scripted_server) -> None:  # noqa: ANN001
+    cut = {"choices": [{"message": {"content": "Critique: this goes on and on"}, "finish_reason": "length"}],
+           "usage": {"prompt_tokens": 4090}}
+    url, _ = scripted_server([(200, cut, {})])
+    [result] = _judge(url).judge([ITEM])
+    assert result.error.kind == "context_length" and "4090" in result.error.message

@@ -106,6 +106,16 @@ class EngineCapabilities:
     """``SamplingConfig.seed`` makes sampling reproducible."""
 
 
+_CONTEXT_HINTS = ("maximum context length", "maximum model length", "max_model_len", "context length",
+                  "too long", "ran out before the verdict")
+
+
+def is_context_length_message(message: str) -> bool:
+    """Whether an engine's or server's error text says the prompt does not fit the model's context."""
+    lowered = message.lower()
+    return any(hint in lowered for hint in _CONTEXT_HINTS)
+
+
 class Engine(abc.ABC):
     """Base class of every engine.  Subclasses implement :meth:`generate` and declare their capabilities."""
 

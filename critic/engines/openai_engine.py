@@ -34,6 +34,7 @@ from critic.engines.base import (
     EngineCapabilities,
     GenerationRequest,
     SamplingConfig,
+    is_context_length_message,
 )
 from critic.media import image_to_data_url
 from critic.spec import regex_escape
@@ -174,7 +175,7 @@ class OpenAIEngine(Engine):
                 last = f"HTTP {response.status_code}: {message}"
                 last_retry_after = _retry_after(response)
                 continue
-            kind = "context_length" if "context length" in message or "max_model_len" in message or "too long" in message else "engine"
+            kind = "context_length" if is_context_length_message(message) else "engine"
             raise RequestFailed(f"HTTP {response.status_code}: {message}", kind)  # 4xx: retrying cannot help
         raise RequestFailed(f"gave up after {self.max_retries + 1} attempts; last error: {last}")
 
@@ -215,6 +216,12 @@ class OpenAIEngine(Engine):
                                               error_kind="engine"))
                 continue
             usage = answer.get("usage") or {}
+            if choice.get("finish_reason") == "length" and not _parses(request.spec, text):
+                # The spec's token cap always reaches the verdict; only the server's context can stop it earlier.
+                completions.append(Completion(error="the model's context ran out before the verdict "
+                                              f"(prompt {usage.get('prompt_tokens', '?')} tokens); shorten the inputs "
+                                              "or lower the critique budget", error_kind="context_length"))
+                continue
             completions.append(Completion(text=text, prompt_tokens=int(usage.get("prompt_tokens") or 0),
                                           completion_tokens=int(usage.get("completion_tokens") or 0)))
             pending.append((i, request, text, _steps(choice)))
@@ -335,6 +342,14 @@ def string_label_distribution(
 
 
 # ---------------------------------------------------------------------- helpers on token strings
+def _parses(spec: Any, text: str) -> bool:
+    try:
+        spec.parse(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _server_message(response: Any) -> str:
     try:
         data = response.json()

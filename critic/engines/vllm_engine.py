@@ -28,6 +28,7 @@ from critic.engines.base import (
     EngineCapabilities,
     GenerationRequest,
     SamplingConfig,
+    is_context_length_message,
 )
 from critic.engines.tokenizer_utils import (
     MissingNode,
@@ -203,6 +204,11 @@ class VLLMEngine(Engine):
             row.text = choice.text
             row.generated = tuple(choice.token_ids)
             row.prompt_tokens = len(output.prompt_token_ids or [])
+            if choice.finish_reason == "length" and not _parses(row.request.spec, row.text):
+                # The spec's token cap always reaches the verdict; only the model's context can stop it earlier.
+                row.error = (f"the model's context ({self.max_model_len} tokens) ran out before the verdict: prompt "
+                             f"{row.prompt_tokens} tokens (shorten the inputs or lower the critique budget)")
+                continue
             row.logprobs = [
                 {int(token): float(lp.logprob) for token, lp in step.items()} for step in (choice.logprobs or [])
             ]
@@ -210,7 +216,7 @@ class VLLMEngine(Engine):
         completions = []
         for row in rows:
             if row.error is not None:
-                kind = "context_length" if "longer than the maximum model length" in row.error or "max_model_len" in row.error else "engine"
+                kind = "context_length" if is_context_length_message(row.error) else "engine"
                 completions.append(Completion(error=row.error, error_kind=kind))  # type: ignore[arg-type]
             else:
                 completions.append(Completion(text=row.text, label_probabilities=probabilities.get(row.index),
@@ -244,6 +250,14 @@ class VLLMEngine(Engine):
 
     def close(self) -> None:
         self.llm = None  # vLLM shuts its workers down when the LLM is garbage-collected
+
+
+def _parses(spec: OutputSpec, text: str) -> bool:
+    try:
+        spec.parse(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _cpu_build() -> bool:
