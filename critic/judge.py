@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -111,8 +112,6 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of the chosen backend's ``from_pretrained``."""
     common = {"dtype": args.dtype, "max_model_len": args.max_model_len, "trust_remote_code": args.trust_remote_code}
     if args.backend == "openai":
-        import os
-
         return {"base_url": args.base_url, "api_key": args.api_key or os.environ.get("OPENAI_API_KEY"),
                 "constraint": args.constraint, "max_concurrency": args.max_concurrency, "timeout": args.timeout,
                 "max_retries": args.max_retries}
@@ -142,6 +141,8 @@ def format_result(result: JudgeResult) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Results go to stdout (one JSON object with --json); keep vLLM's logs on stderr unless the user chose otherwise.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     batch_mode = args.input is not None or args.output is not None
     if batch_mode and not (args.input and args.output):
         parser.error("batch mode needs both --input and --output")
