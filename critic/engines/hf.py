@@ -33,7 +33,15 @@ from critic.engines.base import (
     GenerationRequest,
     SamplingConfig,
 )
-from critic.engines.tokenizer_utils import label_trie, reserved_strings, trie_token_ids, verdict_boundary
+from critic.engines.tokenizer_utils import (
+    MissingNode,
+    VerdictTokens,
+    label_trie,
+    reserved_strings,
+    trie_probabilities,
+    trie_token_ids,
+    verdict_boundary,
+)
 from critic.labels import LabelTrie
 from critic.spec import OutputSpec
 
@@ -130,7 +138,6 @@ class _Row:
     generated: list[int] = field(default_factory=list)
     steps: list[torch.Tensor] = field(default_factory=list)  # recorded label logprobs per generated step
     text: str = ""
-    boundary: int | None = None  # generated tokens before the verdict continuation
 
 
 class TransformersEngine(Engine):
@@ -328,66 +335,39 @@ class TransformersEngine(Engine):
 
     # ------------------------------------------------------------------ verdict probabilities
     def _finish(self, spec: OutputSpec, rows: list[_Row]) -> list[Completion]:
-        trie = self._trie(spec)
-        column = {token: k for k, token in enumerate(self._recorded_ids)}
-        needed: list[tuple[int, tuple[int, ...]]] = []  # (row position, path) to score with a forward pass
-        contexts: dict[int, list[int]] = {}
-        for pos, row in enumerate(rows):
-            try:
-                parsed = spec.parse(row.text)
-            except ValueError:
-                continue  # the judge turns this into a parse error; no probabilities to compute
-            row.boundary = self._boundary(row, parsed.context)
-            if row.boundary is None:  # the verdict does not start on a token boundary: re-encode the context
-                contexts[pos] = self.tokenizer.encode(parsed.context, add_special_tokens=False)
-            for path in trie.queries():
-                if row.boundary is None or row.generated[row.boundary : row.boundary + len(path)] != list(path):
-                    needed.append((pos, path))
-        scored = self._score_paths(rows, needed, contexts, column) if needed else {}
-        completions = []
-        for pos, row in enumerate(rows):
-            probabilities = None
-            if row.boundary is not None or pos in contexts:
-                def logprobs_at(path: tuple[int, ...], pos: int = pos, row: _Row = row) -> dict[int, float]:
-                    if (pos, path) in scored:
-                        return scored[(pos, path)]
-                    step = row.steps[row.boundary + len(path)]  # type: ignore[operator]
-                    return {token: float(step[k]) for token, k in column.items()}
-
-                try:
-                    probabilities = trie.distribution(logprobs_at)
-                except ValueError:
-                    probabilities = None
-            completions.append(
-                Completion(
-                    text=row.text,
-                    label_probabilities=probabilities,
-                    prompt_tokens=len(row.prompt_ids),
-                    completion_tokens=len(row.generated) + 1,
-                )
-            )
-        return completions
-
-    def _boundary(self, row: _Row, context: str) -> int | None:
         decode = functools.partial(self.tokenizer.decode, skip_special_tokens=True)
-        start = verdict_boundary(row.generated, row.text, context, decode)
-        return start if start is not None and start < len(row.steps) else None
+        items = [
+            VerdictTokens(pos, spec, row.text, row.generated,
+                          [dict(zip(self._recorded_ids, step.tolist())) for step in row.steps])
+            for pos, row in enumerate(rows)
+        ]
 
-    def _score_paths(
-        self,
-        rows: list[_Row],
-        needed: list[tuple[int, tuple[int, ...]]],
-        contexts: dict[int, list[int]],
-        column: dict[int, int],
-    ) -> dict[tuple[int, tuple[int, ...]], dict[int, float]]:
-        """Teacher-forced forward pass: next-token logprobs after prompt + generated context + path."""
-        inputs = self._model_inputs([rows[pos].request.prompt for pos, _ in needed])
+        def score_missing(missing: list[MissingNode]) -> dict[tuple[int, tuple[int, ...]], dict[int, float]]:
+            return self._score_paths(rows, missing)
+
+        probabilities = trie_probabilities(items, self._trie, decode, score_missing)
+        return [
+            Completion(text=row.text, label_probabilities=probabilities.get(pos), prompt_tokens=len(row.prompt_ids),
+                       completion_tokens=len(row.generated) + 1)
+            for pos, row in enumerate(rows)
+        ]
+
+    def _score_paths(self, rows: list[_Row], needed: list[MissingNode]) -> dict[tuple[int, tuple[int, ...]], dict[int, float]]:
+        """Teacher-forced forward pass: next-token logprobs after prompt + verdict context + path.
+
+        The context is the generated tokens when the verdict starts on a token boundary (exactly what the model
+        saw), else the context text re-encoded.
+        """
+        inputs = self._model_inputs([rows[pos].request.prompt for pos, _, _ in needed])
         mask = inputs["attention_mask"]
+        decode = functools.partial(self.tokenizer.decode, skip_special_tokens=True)
         sequences = []
-        for q, (pos, path) in enumerate(needed):
+        for q, (pos, context_text, path) in enumerate(needed):
             row = rows[pos]
             prompt = inputs["input_ids"][q][mask[q].bool()].tolist()
-            context = contexts[pos] if pos in contexts else row.generated[: row.boundary]
+            boundary = verdict_boundary(row.generated, row.text, context_text, decode)
+            context = (row.generated[:boundary] if boundary is not None
+                       else self.tokenizer.encode(context_text, add_special_tokens=False))
             sequences.append(prompt + list(context) + list(path))
         width = max(len(s) for s in sequences)
         ids = torch.full((len(sequences), width), self.pad_token_id, dtype=torch.long)
@@ -416,6 +396,6 @@ class TransformersEngine(Engine):
             ).logits[:, -1, :]
         logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
         return {
-            key: {token: float(logprobs[q, token]) for token in column}
-            for q, key in enumerate(needed)
+            (pos, path): {token: float(logprobs[q, token]) for token in self._recorded_ids}
+            for q, (pos, _context, path) in enumerate(needed)
         }

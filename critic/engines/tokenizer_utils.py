@@ -84,10 +84,11 @@ def trie_probabilities(
     """Label distributions for engines that return token ids with top-k log-probabilities per step (vLLM, sglang).
 
     Nodes on the generated path read the recorded step; the others are collected and scored in one batch by
-    ``score_missing`` (the engine's one-token constrained requests).  Items whose text does not parse, or whose
-    verdict does not start on a token boundary, get no entry (the judge then keeps the generated label).
+    ``score_missing`` (a forward pass, or the engine's one-token constrained requests).  When the verdict does not
+    start on a token boundary, every node is scored that way.  Items whose text does not parse get no entry (the
+    judge turns them into parse errors).
     """
-    plans: dict[int, tuple[VerdictTokens, LabelTrie, int]] = {}
+    plans: dict[int, tuple[VerdictTokens, LabelTrie, int | None]] = {}
     missing: list[MissingNode] = []
     for item in items:
         try:
@@ -95,11 +96,12 @@ def trie_probabilities(
         except ValueError:
             continue
         boundary = verdict_boundary(item.generated, item.text, context, decode)
-        if boundary is None:
-            continue
         trie = trie_for(item.spec)
         plans[item.key] = (item, trie, boundary)
         for path in trie.queries():
+            if boundary is None:
+                missing.append((item.key, context, path))
+                continue
             step = boundary + len(path)
             if tuple(item.generated[boundary:step]) != path or step >= len(item.step_logprobs):
                 missing.append((item.key, context, path))
@@ -107,10 +109,10 @@ def trie_probabilities(
     out: dict[int, dict[str, float]] = {}
     for key, (item, trie, boundary) in plans.items():
         def logprobs_at(path: tuple[int, ...], key: int = key, item: VerdictTokens = item,
-                        boundary: int = boundary) -> dict[int, float]:
+                        boundary: int | None = boundary) -> dict[int, float]:
             if (key, path) in scored:
                 return scored[(key, path)]
-            return item.step_logprobs[boundary + len(path)]
+            return item.step_logprobs[boundary + len(path)]  # type: ignore[operator]
 
         try:
             out[key] = trie.distribution(logprobs_at)
