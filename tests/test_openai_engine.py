@@ -68,6 +68,7 @@ def _judge(url: str, **options: object) -> Judge:
 
 
 ITEM = JudgeItem(id="x", question="Q?", response="R")
+ITEM_CAP = JudgeConfig(critique_max_chars=20).spec("pointwise").max_new_tokens  # the token cap _judge's items get
 
 
 def test_retries_429_and_5xx_then_succeeds(scripted_server) -> None:  # noqa: ANN001
@@ -234,7 +235,13 @@ def test_server_killed_mid_batch_then_rerun_completes_each_id_once(vllm_server: 
 
 def test_output_cut_by_the_context_is_a_context_length_error(scripted_server) -> None:  # noqa: ANN001
     cut = {"choices": [{"message": {"content": "Critique: this goes on and on"}, "finish_reason": "length"}],
-           "usage": {"prompt_tokens": 4090}}
+           "usage": {"prompt_tokens": 4090, "completion_tokens": 6}}
     url, _ = scripted_server([(200, cut, {})])
     [result] = _judge(url).judge([ITEM])
     assert result.error.kind == "context_length" and "4090" in result.error.message
+    # Stopped at our own token cap: the server ignored the constraint, so it is a parse error with the raw text.
+    capped = {"choices": [{"message": {"content": "blah " * 30}, "finish_reason": "length"}],
+              "usage": {"prompt_tokens": 40, "completion_tokens": ITEM_CAP}}
+    url, _ = scripted_server([(200, capped, {})])
+    [ignored] = _judge(url).judge([ITEM])
+    assert ignored.error.kind == "parse" and ignored.error.raw == "blah " * 30

@@ -216,7 +216,11 @@ class OpenAIEngine(Engine):
                                               error_kind="engine"))
                 continue
             usage = answer.get("usage") or {}
-            if choice.get("finish_reason") == "length" and not _parses(request.spec, text):
+            cap = bodies[i]["max_tokens"]
+            cut_by_context = int(usage.get("completion_tokens") or cap) < cap
+            # Stopped by length before our cap (which always reaches the verdict under the constraint): the
+            # context ran out.  Stopped *at* our cap: the server ignored the constraint, a parse error below.
+            if choice.get("finish_reason") == "length" and cut_by_context and not _parses(request.spec, text):
                 # The spec's token cap always reaches the verdict; only the server's context can stop it earlier.
                 completions.append(Completion(error="the model's context ran out before the verdict "
                                               f"(prompt {usage.get('prompt_tokens', '?')} tokens); shorten the inputs "

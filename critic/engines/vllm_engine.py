@@ -204,7 +204,9 @@ class VLLMEngine(Engine):
             row.text = choice.text
             row.generated = tuple(choice.token_ids)
             row.prompt_tokens = len(output.prompt_token_ids or [])
-            if choice.finish_reason == "length" and not _parses(row.request.spec, row.text):
+            cap = sampling.max_new_tokens or row.request.spec.max_new_tokens
+            # Stopped by length before the spec's cap (which always reaches the verdict): the context ran out.
+            if choice.finish_reason == "length" and len(row.generated) < cap and not _parses(row.request.spec, row.text):
                 # The spec's token cap always reaches the verdict; only the model's context can stop it earlier.
                 row.error = (f"the model's context ({self.max_model_len} tokens) ran out before the verdict: prompt "
                              f"{row.prompt_tokens} tokens (shorten the inputs or lower the critique budget)")
