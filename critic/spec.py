@@ -18,7 +18,6 @@ The text the judge writes looks like this (pairwise, critique style)::
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Literal
 

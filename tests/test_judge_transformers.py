@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from itemgen import random_image as _random_image
+from itemgen import random_items as _random_items
 from PIL import Image
 
 from critic import Judge, JudgeConfig, JudgeItem, SamplingConfig
@@ -16,8 +18,7 @@ from critic.engines.hf import TransformersEngine
 from critic.labels import label_token_ids
 from critic.prompting import PromptConfig, prepare
 from critic.spec import OutputSpec
-from itemgen import random_image as _random_image
-from itemgen import random_items as _random_items
+
 
 @pytest.fixture(scope="session")
 def engine(tiny_qwen2_vl_dir: Path) -> TransformersEngine:

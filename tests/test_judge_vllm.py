@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
+from itemgen import random_items
 
 from critic import Judge, JudgeConfig, JudgeItem, SamplingConfig
-from itemgen import random_items
 
 vllm = pytest.importorskip("vllm", reason="vLLM is not installed")
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]

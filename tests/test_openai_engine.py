@@ -16,11 +16,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from itemgen import random_items
 
 from critic import Judge, JudgeConfig, JudgeItem
 from critic.batch import run_batch
 from critic.engines.openai_engine import OpenAIEngine, string_label_distribution
-from itemgen import random_items
 
 ANSWER = {"choices": [{"message": {"content": "Critique: fine.\nScore: 7"}}], "usage": {"prompt_tokens": 5}}
 

@@ -28,26 +28,28 @@ import numpy as np
 from critic.engines.base import (
     ChatPrompt,
     Completion,
-    Engine,
     EngineCapabilities,
     GenerationRequest,
     SamplingConfig,
 )
 from critic.engines.tokenizer_utils import (
+    LocalModelEngine,
     MissingNode,
     VerdictTokens,
-    label_trie,
-    reserved_strings,
     trie_probabilities,
     trie_token_ids,
     verdict_boundary,
 )
-from critic.labels import LabelTrie
 from critic.spec import OutputSpec
 
 try:  # torch and transformers are core dependencies; llguidance is imported lazily below.
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor, LogitsProcessor, LogitsProcessorList
+    from transformers import (
+        AutoModelForImageTextToText,
+        AutoProcessor,
+        LogitsProcessor,
+        LogitsProcessorList,
+    )
 except ImportError as exc:  # pragma: no cover - exercised only in broken installs
     raise ImportError("the transformers engine needs torch and transformers: pip install critic-judge") from exc
 
@@ -140,7 +142,7 @@ class _Row:
     text: str = ""
 
 
-class TransformersEngine(Engine):
+class TransformersEngine(LocalModelEngine):
     """Engine over a transformers vision-language model and its processor."""
 
     name = "transformers"
@@ -163,7 +165,6 @@ class TransformersEngine(Engine):
         self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_token_id
         self._lock = threading.Lock()
         self._grammars: dict[OutputSpec, str] = {}
-        self._tries: dict[OutputSpec, LabelTrie] = {}
 
     @classmethod
     def from_pretrained(
@@ -202,9 +203,6 @@ class TransformersEngine(Engine):
             raise ValueError("the tokenizer and generation config define no end-of-sequence token")
         return int(eos)
 
-    def reserved_strings(self) -> tuple[str, ...]:
-        return reserved_strings(self.tokenizer)
-
     @functools.cached_property
     def _ll_tokenizer(self) -> Any:
         """The tokenizer as llguidance sees it (built once; special tokens are never allowed inside text)."""
@@ -222,15 +220,7 @@ class TransformersEngine(Engine):
                 self._grammars[spec] = grammar
             return self._grammars[spec]
 
-    def _trie(self, spec: OutputSpec) -> LabelTrie:
-        if spec not in self._tries:
-            self._tries[spec] = label_trie(spec, self.tokenizer, self.eos_token_id)
-        return self._tries[spec]
-
     # ------------------------------------------------------------------ prompts
-    def _render(self, prompt: ChatPrompt) -> str:
-        return self.processor.apply_chat_template(prompt.messages(), add_generation_prompt=True, tokenize=False)
-
     def _model_inputs(self, prompts: Sequence[ChatPrompt]) -> dict[str, Any]:
         texts = [self._render(p) for p in prompts]
         images = [img for p in prompts for img in p.images]

@@ -22,22 +22,18 @@ from typing import Any
 from critic.engines.base import (
     ChatPrompt,
     Completion,
-    Engine,
     EngineCapabilities,
     GenerationRequest,
     SamplingConfig,
 )
 from critic.engines.tokenizer_utils import (
+    LocalModelEngine,
     MissingNode,
     VerdictTokens,
-    label_trie,
     node_options_regex,
-    reserved_strings,
     trie_probabilities,
 )
-from critic.labels import LabelTrie
 from critic.media import image_to_data_url
-from critic.spec import OutputSpec
 
 
 @dataclass(frozen=True)
@@ -84,7 +80,7 @@ def read_output(output: dict[str, Any]) -> SGLangOutput:
                         prompt_tokens=int(meta.get("prompt_tokens") or 0))
 
 
-class SGLangEngine(Engine):
+class SGLangEngine(LocalModelEngine):
     """Engine over an in-process ``sglang.Engine`` (GPU)."""
 
     name = "sglang"
@@ -98,7 +94,6 @@ class SGLangEngine(Engine):
             raise ValueError("the tokenizer defines no end-of-sequence token")
         self.eos_token_id = int(self.tokenizer.eos_token_id)
         self.top_logprobs = top_logprobs
-        self._tries: dict[OutputSpec, LabelTrie] = {}
 
     @classmethod
     def from_pretrained(cls, model: str, *, trust_remote_code: bool = False, **engine_options: Any) -> SGLangEngine:
@@ -111,17 +106,6 @@ class SGLangEngine(Engine):
 
         engine = sglang.Engine(model_path=model, trust_remote_code=trust_remote_code, **engine_options)
         return cls(engine, AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code))
-
-    def reserved_strings(self) -> tuple[str, ...]:
-        return reserved_strings(self.tokenizer)
-
-    def _trie(self, spec: OutputSpec) -> LabelTrie:
-        if spec not in self._tries:
-            self._tries[spec] = label_trie(spec, self.tokenizer, self.eos_token_id)
-        return self._tries[spec]
-
-    def _render(self, prompt: ChatPrompt) -> str:
-        return self.processor.apply_chat_template(prompt.messages(), add_generation_prompt=True, tokenize=False)
 
     def _call(self, texts: list[str], prompts: list[ChatPrompt], regexes: list[str], sampling: SamplingConfig,
               caps: list[int]) -> list[Any]:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from critic.engines.base import ChatPrompt, Engine
 from critic.labels import LabelTrie, label_token_ids
 from critic.spec import OutputSpec
 
@@ -131,3 +132,27 @@ def node_options_regex(trie: LabelTrie, path: tuple[int, ...], decode: Callable[
         node = node.children[token]
     options = "|".join(regex_escape(decode([t])) for t in node.children)
     return f"({options})" + ("?" if node.label is not None else "")
+
+
+class LocalModelEngine(Engine):
+    """Base of the engines that hold the model's own processor and tokenizer (transformers, vLLM, sglang).
+
+    Subclasses set ``processor``, ``tokenizer`` and ``eos_token_id``; this class renders chat prompts with the
+    model's template, lists the tokenizer's control strings, and caches each spec's label trie.
+    """
+
+    processor: Any
+    tokenizer: Any
+    eos_token_id: int
+
+    def reserved_strings(self) -> tuple[str, ...]:
+        return reserved_strings(self.tokenizer)
+
+    def _render(self, prompt: ChatPrompt) -> str:
+        return self.processor.apply_chat_template(prompt.messages(), add_generation_prompt=True, tokenize=False)
+
+    def _trie(self, spec: OutputSpec) -> LabelTrie:
+        tries: dict[OutputSpec, LabelTrie] = self.__dict__.setdefault("_tries", {})
+        if spec not in tries:
+            tries[spec] = label_trie(spec, self.tokenizer, self.eos_token_id)
+        return tries[spec]

@@ -24,21 +24,18 @@ from typing import Any
 from critic.engines.base import (
     ChatPrompt,
     Completion,
-    Engine,
     EngineCapabilities,
     GenerationRequest,
     SamplingConfig,
     is_context_length_message,
 )
 from critic.engines.tokenizer_utils import (
+    LocalModelEngine,
     MissingNode,
     VerdictTokens,
-    label_trie,
     node_options_regex,
-    reserved_strings,
     trie_probabilities,
 )
-from critic.labels import LabelTrie
 from critic.spec import OutputSpec
 
 
@@ -65,7 +62,7 @@ class _Row:
     error: str | None = None
 
 
-class VLLMEngine(Engine):
+class VLLMEngine(LocalModelEngine):
     """Engine over an in-process ``vllm.LLM``."""
 
     name = "vllm"
@@ -90,7 +87,6 @@ class VLLMEngine(Engine):
         if eos is None:
             raise ValueError("the tokenizer defines no end-of-sequence token")
         self.eos_token_id = int(eos)
-        self._tries: dict[OutputSpec, LabelTrie] = {}
 
     @classmethod
     def from_pretrained(
@@ -128,18 +124,7 @@ class VLLMEngine(Engine):
             options["gpu_memory_utilization"] = gpu_memory_utilization
         return cls(vllm.LLM(**options))
 
-    def reserved_strings(self) -> tuple[str, ...]:
-        return reserved_strings(self.tokenizer)
-
-    def _trie(self, spec: OutputSpec) -> LabelTrie:
-        if spec not in self._tries:
-            self._tries[spec] = label_trie(spec, self.tokenizer, self.eos_token_id)
-        return self._tries[spec]
-
     # ------------------------------------------------------------------ requests
-    def _render(self, prompt: ChatPrompt) -> str:
-        return self.processor.apply_chat_template(prompt.messages(), add_generation_prompt=True, tokenize=False)
-
     def _vllm_prompt(self, prompt: ChatPrompt, suffix: str = "") -> dict[str, Any]:
         data: dict[str, Any] = {"prompt": self._render(prompt) + suffix}
         media: dict[str, Any] = {}
