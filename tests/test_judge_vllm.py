@@ -18,7 +18,9 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def llm(tiny_qwen2_vl_dir: Path):  # noqa: ANN201 - vllm.LLM
     # The caller builds the LLM itself and hands it to the engine (one engine can serve policy and judge).
-    engine = vllm.LLM(model=str(tiny_qwen2_vl_dir), gpu_memory_utilization=0.1, max_model_len=4096, seed=0,
+    # float32 like the transformers engine (the CPU build would otherwise downcast to bfloat16).
+    engine = vllm.LLM(model=str(tiny_qwen2_vl_dir), dtype="float32", gpu_memory_utilization=0.1, max_model_len=4096,
+                      seed=0,
                       enforce_eager=True, limit_mm_per_prompt={"image": 4, "video": 1})
     yield engine
     del engine
@@ -55,7 +57,7 @@ def test_greedy_verdicts_agree_with_transformers(vllm_judge: Judge, tiny_qwen2_v
     report = {"items": len(items), "verdict_agreement": rate, "identical_first_generation": sum(same_text) / len(items)}
     (tmp_path_factory.getbasetemp() / "vllm_agreement.json").write_text(json.dumps(report))
     print(f"\nvLLM vs transformers greedy agreement: {report}")
-    assert rate >= 0.8, report
+    assert rate >= 0.9, report
     # Where both engines wrote the same text, the verdict distributions are the same up to numerics.
     for a, b, same in zip(theirs, ours, same_text):
         if same:
