@@ -188,6 +188,14 @@ class OutputSpec:
             critique = critique[: -len(self.closing.strip())]
         return ParsedOutput(critique=critique.strip(), label=tail, context=text[:context_end])
 
+    def parses(self, text: str) -> bool:
+        """Whether :meth:`parse` accepts ``text``."""
+        try:
+            self.parse(text)
+        except VerdictParseError:
+            return False
+        return True
+
     def score_of(self, label: str) -> int:
         """Pointwise: the integer score of a label."""
         if self.mode != "pointwise":

@@ -138,7 +138,7 @@ class _Row:
     request: GenerationRequest
     prompt_ids: list[int] = field(default_factory=list)
     generated: list[int] = field(default_factory=list)
-    steps: list[torch.Tensor] = field(default_factory=list)  # recorded label logprobs per generated step
+    steps: list[dict[int, float]] = field(default_factory=list)  # label-token logprobs per generated step
     text: str = ""
 
 
@@ -319,18 +319,14 @@ class TransformersEngine(LocalModelEngine):
             generated = sequences[r].tolist()
             stop = next((k for k, t in enumerate(generated) if t in self.stop_token_ids), len(generated))
             row.generated = generated[:stop]
-            row.steps = [steps[r, k] for k in range(min(stop + 1, steps.shape[1]))]
+            ids = recorder.token_ids.cpu().tolist()
+            row.steps = [dict(zip(ids, steps[r, k].tolist())) for k in range(min(stop + 1, steps.shape[1]))]
             row.text = self.tokenizer.decode(row.generated, skip_special_tokens=True)
-        self._recorded_ids = recorder.token_ids.cpu().tolist()
 
     # ------------------------------------------------------------------ verdict probabilities
     def _finish(self, spec: OutputSpec, rows: list[_Row]) -> list[Completion]:
         decode = functools.partial(self.tokenizer.decode, skip_special_tokens=True)
-        items = [
-            VerdictTokens(pos, spec, row.text, row.generated,
-                          [dict(zip(self._recorded_ids, step.tolist())) for step in row.steps])
-            for pos, row in enumerate(rows)
-        ]
+        items = [VerdictTokens(pos, spec, row.text, row.generated, row.steps) for pos, row in enumerate(rows)]
 
         def score_missing(missing: list[MissingNode]) -> dict[tuple[int, tuple[int, ...]], dict[int, float]]:
             return self._score_paths(rows, missing)
@@ -386,6 +382,7 @@ class TransformersEngine(LocalModelEngine):
             ).logits[:, -1, :]
         logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
         return {
-            (pos, path): {token: float(logprobs[q, token]) for token in self._recorded_ids}
+            (pos, path): {token: float(logprobs[q, token])
+                          for token in trie_token_ids(self._trie(rows[pos].request.spec))}
             for q, (pos, _context, path) in enumerate(needed)
         }

@@ -220,7 +220,7 @@ class OpenAIEngine(Engine):
             cut_by_context = int(usage.get("completion_tokens") or cap) < cap
             # Stopped by length before our cap (which always reaches the verdict under the constraint): the
             # context ran out.  Stopped *at* our cap: the server ignored the constraint, a parse error below.
-            if choice.get("finish_reason") == "length" and cut_by_context and not _parses(request.spec, text):
+            if choice.get("finish_reason") == "length" and cut_by_context and not request.spec.parses(text):
                 # The spec's token cap always reaches the verdict; only the server's context can stop it earlier.
                 completions.append(Completion(error="the model's context ran out before the verdict "
                                               f"(prompt {usage.get('prompt_tokens', '?')} tokens); shorten the inputs "
@@ -346,13 +346,6 @@ def string_label_distribution(
 
 
 # ---------------------------------------------------------------------- helpers on token strings
-def _parses(spec: Any, text: str) -> bool:
-    try:
-        spec.parse(text)
-    except ValueError:
-        return False
-    return True
-
 
 def _server_message(response: Any) -> str:
     try:

@@ -191,7 +191,8 @@ class VLLMEngine(LocalModelEngine):
             row.prompt_tokens = len(output.prompt_token_ids or [])
             cap = sampling.max_new_tokens or row.request.spec.max_new_tokens
             # Stopped by length before the spec's cap (which always reaches the verdict): the context ran out.
-            if choice.finish_reason == "length" and len(row.generated) < cap and not _parses(row.request.spec, row.text):
+            cut = choice.finish_reason == "length" and len(row.generated) < cap
+            if cut and not row.request.spec.parses(row.text):
                 # The spec's token cap always reaches the verdict; only the model's context can stop it earlier.
                 row.error = (f"the model's context ({self.max_model_len} tokens) ran out before the verdict: prompt "
                              f"{row.prompt_tokens} tokens (shorten the inputs or lower the critique budget)")
@@ -238,13 +239,6 @@ class VLLMEngine(LocalModelEngine):
     def close(self) -> None:
         self.llm = None  # vLLM shuts its workers down when the LLM is garbage-collected
 
-
-def _parses(spec: OutputSpec, text: str) -> bool:
-    try:
-        spec.parse(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _cpu_build() -> bool:
