@@ -32,6 +32,15 @@ from critic.engines.base import (
     GenerationRequest,
     SamplingConfig,
 )
+from critic.engines.hf_prefix import (
+    continuation_inputs,
+    gather_rows,
+    media_key,
+    media_token_ids,
+    plan_prefixes,
+    prefix_inputs,
+    select_rows,
+)
 from critic.engines.tokenizer_utils import (
     LocalModelEngine,
     MissingNode,
@@ -131,6 +140,14 @@ class _ConstraintProcessor(LogitsProcessor):
 
 
 @dataclass
+class _Cache:
+    """The KV cache a generate call left behind, kept to score off-path trie nodes without a second prefill."""
+
+    past: Any  # transformers Cache over [prompt | generated[:-1]] of every row
+    prompt_mask: torch.Tensor  # [batch, prompt width] attention mask of the cached prompt part
+
+
+@dataclass
 class _Row:
     """Bookkeeping of one request inside a batch."""
 
@@ -146,9 +163,10 @@ class TransformersEngine(LocalModelEngine):
     """Engine over a transformers vision-language model and its processor."""
 
     name = "transformers"
-    capabilities = EngineCapabilities(label_probabilities=True, video=True, prefix_reuse=False, seeded_sampling=True)
+    capabilities = EngineCapabilities(label_probabilities=True, video=True, prefix_reuse=True, seeded_sampling=True)
 
-    def __init__(self, model: Any, processor: Any, *, batch_size: int = 8, max_model_len: int | None = None) -> None:
+    def __init__(self, model: Any, processor: Any, *, batch_size: int = 8, max_model_len: int | None = None,
+                 prefix_reuse: bool = True) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.model = model.eval()
@@ -156,6 +174,8 @@ class TransformersEngine(LocalModelEngine):
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.tokenizer.padding_side = "left"
         self.batch_size = batch_size
+        self.prefix_reuse = prefix_reuse
+        self._media_tokens = media_token_ids(model)
         text_config = getattr(model.config, "text_config", model.config)
         self.max_model_len = int(max_model_len or getattr(text_config, "max_position_embeddings", 32768))
         self.eos_token_id = self._pick_eos()
@@ -177,6 +197,7 @@ class TransformersEngine(LocalModelEngine):
         max_model_len: int | None = None,
         trust_remote_code: bool = False,
         attn_implementation: str | None = None,
+        prefix_reuse: bool = True,
     ) -> TransformersEngine:
         """Load a model folder or Hub id.  ``device='auto'`` picks CUDA when present; ``dtype='auto'`` picks
         bfloat16 on CUDA and float32 on CPU."""
@@ -191,7 +212,7 @@ class TransformersEngine(LocalModelEngine):
             kwargs["attn_implementation"] = attn_implementation
         net = AutoModelForImageTextToText.from_pretrained(model, **kwargs).to(device)
         processor = AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
-        return cls(net, processor, batch_size=batch_size, max_model_len=max_model_len)
+        return cls(net, processor, batch_size=batch_size, max_model_len=max_model_len, prefix_reuse=prefix_reuse)
 
     # ------------------------------------------------------------------ tokenizer facts
     def _pick_eos(self) -> int:
@@ -270,8 +291,8 @@ class TransformersEngine(LocalModelEngine):
             inputs = self._model_inputs([r.request.prompt for r in fitting])
         if fitting:
             try:
-                self._run_generate(spec, fitting, inputs, sampling, cap)
-                for row, completion in zip(fitting, self._finish(spec, fitting)):
+                cache = self._run_generate(spec, fitting, inputs, sampling, cap)
+                for row, completion in zip(fitting, self._finish(spec, fitting, cache)):
                     results[row.index] = completion
             except Exception as exc:
                 if len(fitting) == 1:
@@ -283,14 +304,12 @@ class TransformersEngine(LocalModelEngine):
 
     def _run_generate(
         self, spec: OutputSpec, rows: list[_Row], inputs: dict[str, Any], sampling: SamplingConfig, cap: int
-    ) -> None:
+    ) -> _Cache | None:
         trie = self._trie(spec)
         recorder = _LabelLogprobRecorder(sorted(trie_token_ids(trie)))
         constraint = _ConstraintProcessor(self._ll_tokenizer, self._grammar(spec), self.stop_token_ids)
         device = self.model.device
         inputs = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in inputs.items()}
-        if not sampling.greedy and sampling.seed is not None:
-            torch.manual_seed(sampling.seed)
         gen_kwargs: dict[str, Any] = {
             "max_new_tokens": cap,
             "do_sample": not sampling.greedy,
@@ -303,14 +322,18 @@ class TransformersEngine(LocalModelEngine):
             "pad_token_id": self.pad_token_id,
             "logits_processor": LogitsProcessorList([recorder, constraint]),
             "return_dict_in_generate": True,
+            "use_cache": True,
         }
         if sampling.greedy:
             gen_kwargs.update(temperature=None, top_p=None, top_k=None)
         else:
             gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
         with torch.inference_mode():
-            output = self.model.generate(**inputs, **gen_kwargs)
-        prompt_width = inputs["input_ids"].shape[1]
+            model_inputs = self._with_shared_prefixes(rows, inputs) if self.prefix_reuse and len(rows) > 1 else inputs
+            if not sampling.greedy and sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+            output = self.model.generate(**model_inputs, **gen_kwargs)
+        prompt_width = model_inputs["input_ids"].shape[1]
         sequences = output.sequences[:, prompt_width:].cpu()
         steps = torch.stack(recorder.steps, dim=1) if recorder.steps else torch.empty(len(rows), 0, 0)
         mask = inputs["attention_mask"].cpu()
@@ -322,14 +345,45 @@ class TransformersEngine(LocalModelEngine):
             ids = recorder.token_ids.cpu().tolist()
             row.steps = [dict(zip(ids, steps[r, k].tolist())) for k in range(min(stop + 1, steps.shape[1]))]
             row.text = self.tokenizer.decode(row.generated, skip_special_tokens=True)
+        past = getattr(output, "past_key_values", None)
+        if past is None or past.get_seq_length() != prompt_width + sequences.shape[1] - 1:
+            return None  # an unexpected cache layout: off-path nodes are then scored by recomputing the prompt
+        return _Cache(past=past, prompt_mask=model_inputs["attention_mask"].cpu())
+
+    def _with_shared_prefixes(self, rows: list[_Row], inputs: dict[str, Any]) -> dict[str, Any]:
+        """Generation inputs that continue from a KV cache of each distinct prefix, encoded once (see
+        :mod:`critic.engines.hf_prefix`); the plain inputs when no two rows share media."""
+        mask = inputs["attention_mask"].bool().cpu()
+        ids = [inputs["input_ids"][r].cpu()[mask[r]].tolist() for r in range(len(rows))]
+        plan = plan_prefixes(ids, [media_key(row.request.prompt) for row in rows], self._media_tokens)
+        if plan.n_groups == len(rows):
+            return inputs
+        device = self.model.device
+        prefill = prefix_inputs(self._model_inputs([rows[r].request.prompt for r in plan.representatives]),
+                                plan.prefix_lengths, self.pad_token_id)
+        # One greedy step fills the cache with exactly the prefixes (the sampled token is not cached) and lets the
+        # model set up its own position state, through the same public path as any generate call.
+        prefilled = self.model.generate(
+            **{k: (v.to(device) if hasattr(v, "to") else v) for k, v in prefill.items()},
+            max_new_tokens=1, do_sample=False, temperature=None, top_p=None, top_k=None,
+            pad_token_id=self.pad_token_id, return_dict_in_generate=True, use_cache=True,
+        )
+        cache = prefilled.past_key_values
+        gather_rows(self.model, cache, plan)
+        full_ids, full_mask = continuation_inputs(ids, plan, self.pad_token_id)
+        return {"input_ids": full_ids.to(device), "attention_mask": full_mask.to(device), "past_key_values": cache}
 
     # ------------------------------------------------------------------ verdict probabilities
-    def _finish(self, spec: OutputSpec, rows: list[_Row]) -> list[Completion]:
+    def _finish(self, spec: OutputSpec, rows: list[_Row], cache: _Cache | None) -> list[Completion]:
         decode = functools.partial(self.tokenizer.decode, skip_special_tokens=True)
         items = [VerdictTokens(pos, spec, row.text, row.generated, row.steps) for pos, row in enumerate(rows)]
 
         def score_missing(missing: list[MissingNode]) -> dict[tuple[int, tuple[int, ...]], dict[int, float]]:
-            return self._score_paths(rows, missing)
+            scored = self._score_from_cache(rows, missing, cache) if cache is not None else {}
+            rest = [node for node in missing if (node[0], node[2]) not in scored]
+            if rest:
+                scored.update(self._score_paths(rows, rest))
+            return scored
 
         probabilities = trie_probabilities(items, self._trie, decode, score_missing)
         return [
@@ -337,6 +391,51 @@ class TransformersEngine(LocalModelEngine):
                        completion_tokens=len(row.generated) + 1)
             for pos, row in enumerate(rows)
         ]
+
+    def _score_from_cache(
+        self, rows: list[_Row], needed: list[MissingNode], cache: _Cache
+    ) -> dict[tuple[int, tuple[int, ...]], dict[int, float]]:
+        """Next-token logprobs after prompt + generated context + path, continuing from the generation's own cache.
+
+        Row r's cache holds its prompt and generated tokens; the query masks out the generated tokens after the
+        verdict context (the same gap trick as prefix reuse), re-feeds the context's last token and the path, and
+        reads the raw logits of one ``generate`` step: a few tokens per query instead of a second prefill.
+        Queries whose context is not a token prefix of the generation are left to :meth:`_score_paths`.
+        """
+        decode = functools.partial(self.tokenizer.decode, skip_special_tokens=True)
+        prompt_width = cache.prompt_mask.shape[1]
+        cached = cache.past.get_seq_length()
+        queries = []
+        for pos, context_text, path in needed:
+            row = rows[pos]
+            boundary = verdict_boundary(row.generated, row.text, context_text, decode)
+            if boundary is None or boundary < 1 or prompt_width + boundary > cached:
+                continue
+            queries.append((pos, path, boundary, [row.generated[boundary - 1], *path]))
+        if not queries:
+            return {}
+        width = max(len(q[3]) for q in queries)
+        ids = torch.full((len(queries), cached + width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for q, (pos, _path, boundary, fed) in enumerate(queries):
+            mask[q, :prompt_width] = cache.prompt_mask[pos]
+            mask[q, prompt_width: prompt_width + boundary - 1] = 1  # context without its last token (re-fed)
+            ids[q, cached + width - len(fed):] = torch.tensor(fed, dtype=torch.long)
+            mask[q, cached + width - len(fed):] = 1
+        select_rows(self.model, cache.past, [q[0] for q in queries], len(rows))
+        device = self.model.device
+        with torch.inference_mode():
+            output = self.model.generate(
+                input_ids=ids.to(device), attention_mask=mask.to(device), past_key_values=cache.past,
+                max_new_tokens=1, do_sample=False, temperature=None, top_p=None, top_k=None,
+                pad_token_id=self.pad_token_id, output_logits=True, return_dict_in_generate=True,
+            )
+        logprobs = torch.log_softmax(output.logits[0].float(), dim=-1).cpu()
+        return {
+            (pos, path): {token: float(logprobs[q, token])
+                          for token in trie_token_ids(self._trie(rows[pos].request.spec))}
+            for q, (pos, path, _boundary, _fed) in enumerate(queries)
+        }
 
     def _score_paths(self, rows: list[_Row], needed: list[MissingNode]) -> dict[tuple[int, tuple[int, ...]], dict[int, float]]:
         """Teacher-forced forward pass: next-token logprobs after prompt + verdict context + path.
