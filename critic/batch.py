@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,9 @@ class BatchSummary:
 
 
 @dataclass
-class _Row:
+class BatchRow:
+    """One row to judge: an item, or the input error that stands in for it (then ``item`` is None)."""
+
     line: int
     item_id: str
     item: JudgeItem | None
@@ -108,7 +110,7 @@ def _guess_mode(row: Any) -> str:
     return "pointwise"
 
 
-def read_rows(path: Path) -> Iterator[_Row]:
+def read_rows(path: Path) -> Iterator[BatchRow]:
     """Every line of the input as an item or an input error.  Rows without an id get ``line-N``."""
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
@@ -118,15 +120,15 @@ def read_rows(path: Path) -> Iterator[_Row]:
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as exc:
-                yield _Row(number, default_id, None, JudgeError("input", f"line {number}: invalid JSON ({exc.msg})"), "pointwise")
+                yield BatchRow(number, default_id, None, JudgeError("input", f"line {number}: invalid JSON ({exc.msg})"), "pointwise")
                 continue
             item_id = str(data["id"]) if isinstance(data, dict) and data.get("id") is not None else default_id
             try:
                 item = item_from_row(data, path.parent)
                 item.id = item_id
-                yield _Row(number, item_id, item, None, item.mode)
+                yield BatchRow(number, item_id, item, None, item.mode)
             except ValueError as exc:
-                yield _Row(number, item_id, None, JudgeError("input", f"line {number}: {exc}"), _guess_mode(data))
+                yield BatchRow(number, item_id, None, JudgeError("input", f"line {number}: {exc}"), _guess_mode(data))
 
 
 #: Error kinds that a rerun retries: the item itself was fine, the engine failed (server down, timeout).
@@ -181,7 +183,7 @@ def run_batch(
     summary = BatchSummary()
     done = completed_ids(output_path)
     seen: set[str] = set()
-    pending: list[_Row] = []
+    pending: list[BatchRow] = []
     for row in read_rows(input_path):
         summary.total += 1
         if row.item_id in seen:
@@ -192,12 +194,29 @@ def run_batch(
             summary.skipped += 1
         else:
             pending.append(row)
+    written = judge_rows(judge, pending, output_path, chunk_size=chunk_size, progress=progress)
+    summary.done, summary.errors, summary.parse_failures = written.done, written.errors, written.parse_failures
+    return summary
+
+
+def judge_rows(
+    judge: Judge, rows: Sequence[BatchRow], output_path: str | Path, *, chunk_size: int = 16, progress: bool = True,
+    desc: str = "judging",
+) -> BatchSummary:
+    """Judge ``rows`` chunk by chunk, appending one record per row to ``output_path``.
+
+    Records are flushed one by one and the file is fsynced after every chunk, so a killed run loses at most the
+    chunk in flight; :func:`completed_ids` then tells a rerun what is left.  Used by :func:`run_batch` and by
+    :mod:`critic.evaluate`.
+    """
+    output_path = Path(output_path)
+    summary = BatchSummary(total=len(rows))
     if output_path.parent and not output_path.parent.exists():
         output_path.parent.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(pending), desc="judging", unit="item", file=sys.stderr, disable=not progress)
+    bar = tqdm(total=len(rows), desc=desc, unit="item", file=sys.stderr, disable=not progress)
     with open(output_path, "a", encoding="utf-8") as out:
-        for start in range(0, len(pending), chunk_size):
-            chunk = pending[start : start + chunk_size]
+        for start in range(0, len(rows), chunk_size):
+            chunk = rows[start : start + chunk_size]
             to_judge = [r for r in chunk if r.item is not None]
             try:
                 judged = iter(judge.judge([r.item for r in to_judge]))  # type: ignore[misc]

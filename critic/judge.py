@@ -26,24 +26,7 @@ from critic.types import JudgeItem, JudgeResult
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m critic.judge", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    engine = parser.add_argument_group("engine")
-    engine.add_argument("--model", required=True, help="model folder or Hub id of the judge")
-    engine.add_argument("--backend", default="transformers", choices=["transformers", "vllm", "openai", "sglang"], help="inference engine")
-    engine.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', …")
-    engine.add_argument("--dtype", default="auto", help="'auto', 'float32', 'bfloat16', 'float16'")
-    engine.add_argument("--batch-size", type=int, default=8, help="generations per engine batch")
-    engine.add_argument("--max-model-len", type=int, default=None, help="override the model's context length")
-    engine.add_argument("--trust-remote-code", action="store_true", help="allow model code from the Hub")
-    engine.add_argument("--gpu-memory-utilization", type=float, default=None,
-                        help="vllm: share of GPU memory (CPU build: of RAM) for weights and KV cache")
-    engine.add_argument("--enforce-eager", action="store_true", help="vllm: no CUDA graphs / compilation")
-    engine.add_argument("--base-url", help="openai: server URL, e.g. http://127.0.0.1:8000/v1")
-    engine.add_argument("--api-key", default=None, help="openai: bearer token (default: $OPENAI_API_KEY if set)")
-    engine.add_argument("--constraint", default="structured_outputs", choices=["structured_outputs", "regex"],
-                        help="openai: how the regex is sent (vLLM: structured_outputs; sglang: regex)")
-    engine.add_argument("--max-concurrency", type=int, default=8, help="openai: requests in flight")
-    engine.add_argument("--timeout", type=float, default=120.0, help="openai: seconds per request")
-    engine.add_argument("--max-retries", type=int, default=5, help="openai: retries on 429/5xx/connection errors")
+    add_engine_arguments(parser)
 
     item = parser.add_argument_group("single item")
     item.add_argument("--image", action="append", default=[], help="image path (repeat for several)")
@@ -63,6 +46,34 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--output", help="JSONL file of results (appended; reruns skip finished ids)")
     batch.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    add_judging_arguments(parser)
+    return parser
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser, *, model_required: bool = True) -> None:
+    """The engine flags (``--model``, ``--backend``, …), shared with ``python -m critic.evaluate``."""
+    engine = parser.add_argument_group("engine")
+    engine.add_argument("--model", required=model_required, help="model folder or Hub id of the judge")
+    engine.add_argument("--backend", default="transformers", choices=["transformers", "vllm", "openai", "sglang"], help="inference engine")
+    engine.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', …")
+    engine.add_argument("--dtype", default="auto", help="'auto', 'float32', 'bfloat16', 'float16'")
+    engine.add_argument("--batch-size", type=int, default=8, help="generations per engine batch")
+    engine.add_argument("--max-model-len", type=int, default=None, help="override the model's context length")
+    engine.add_argument("--trust-remote-code", action="store_true", help="allow model code from the Hub")
+    engine.add_argument("--gpu-memory-utilization", type=float, default=None,
+                        help="vllm: share of GPU memory (CPU build: of RAM) for weights and KV cache")
+    engine.add_argument("--enforce-eager", action="store_true", help="vllm: no CUDA graphs / compilation")
+    engine.add_argument("--base-url", help="openai: server URL, e.g. http://127.0.0.1:8000/v1")
+    engine.add_argument("--api-key", default=None, help="openai: bearer token (default: $OPENAI_API_KEY if set)")
+    engine.add_argument("--constraint", default="structured_outputs", choices=["structured_outputs", "regex"],
+                        help="openai: how the regex is sent (vLLM: structured_outputs; sglang: regex)")
+    engine.add_argument("--max-concurrency", type=int, default=8, help="openai: requests in flight")
+    engine.add_argument("--timeout", type=float, default=120.0, help="openai: seconds per request")
+    engine.add_argument("--max-retries", type=int, default=5, help="openai: retries on 429/5xx/connection errors")
+
+
+def add_judging_arguments(parser: argparse.ArgumentParser) -> None:
+    """The judging flags (mode, swap, spec, prompt, sampling), read back by :func:`config_from_args`."""
     judging = parser.add_argument_group("judging")
     judging.add_argument("--mode", default="auto", choices=["auto", "pairwise", "pointwise"],
                          help="auto: pairwise when two responses are given, else pointwise")
@@ -81,7 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
     judging.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     judging.add_argument("--top-p", type=float, default=1.0, help="nucleus mass when sampling")
     judging.add_argument("--seed", type=int, default=None, help="sampling seed")
-    return parser
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
