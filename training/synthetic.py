@@ -1,0 +1,376 @@
+"""A synthetic visual preference task that a small judge can learn from scratch on CPU.
+
+Each row shows one drawn scene (a few coloured shapes on a token-aligned grid, see :mod:`training.synthetic_scenes`),
+asks a question whose answer only the image decides, and gives two responses from the same template that differ in
+one fact. Rows follow the project's generic preference schema (``pairs.jsonl``) with a position-independent
+``observation`` (the fact the question needs), per-response critiques that state what a response says and judge it
+("It says red. Wrong."), pointwise scores (10 right, 1 wrong) and, in ``meta``, the scene itself and its canonical
+description for an image-description stage. A pairwise critique composes as
+``"{observation} Response A: {critique_a} Response B: {critique_b}"``; critiques never name a position.
+
+    python -m training.synthetic --out data/syn-train --n 20000 --seed 0
+    python -m training.synthetic --out data/syn-heldout --n 500 --seed 1 --families colour,count --max-objects 1
+
+Families (``category``): ``colour`` (of the one <shape>), ``shape`` (of the one <colour> object), ``count`` (of a
+colour or shape, 0 to max-objects), ``position`` (row and column of the one <colour> <shape>), ``existence``
+("Is there a <colour> <shape>?", yes or no, each half the time) and ``hallucination`` (one response names an object
+that is not in the image). Wrong answers are drawn so that the right and the wrong value have the same distribution
+(counts uniform over 0..max-objects, colours, shapes and cells uniform), so text alone does not tell them apart.
+
+Guarantees: the same arguments give byte-identical ``pairs.jsonl`` and PNGs. The preferred position is balanced:
+overall within one row, per family within two. Different seeds never share a scene: seed ``s`` samples only the
+scenes it owns, about ``1/2**(s+1)`` of each space (see :mod:`training.synthetic_scenes`), so a held-out seed is
+disjoint from every training seed. ``--noise F`` flips exactly ``round(F*n)`` preferences (Python's ``round``), half
+from A-preferred and half from B-preferred rows so the overall balance stays within two, chosen by their own random
+stream so that the other rows do not change. A flipped row reads as a consistent label from an annotator who misread
+the image: its observation states the wrong response's fact, that response's critique says "Right.", the other's
+says "Wrong.", the scores swap, and ``meta.noisy`` is true.
+
+In code: ``generate_pairs(n, seed, ...)`` returns the rows, ``write_dataset(out_dir, n, seed, ...)`` writes them with
+their images, ``draw_scene(scene, grid, cell)`` and ``describe_scene(scene)`` render a row's ``meta.scene``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from tqdm import tqdm
+
+from training.synthetic_scenes import COLOURS, SHAPES, Scene, SceneSpace, describe_scene, draw_scene, sorted_scene
+
+__all__ = ["FAMILIES", "RIGHT_SCORE", "WRONG_SCORE", "describe_scene", "draw_scene", "generate_pairs", "main",
+           "write_dataset"]
+
+RIGHT_SCORE = 10
+WRONG_SCORE = 1
+# A family that cannot be asked about a sampled scene (no unique shape, no object with the wanted count, ...)
+# draws another scene; this bounds the search so that an impossible request fails instead of looping.
+MAX_TRIES = 10_000
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """What one response asserts, in the three wordings a row needs."""
+
+    response: str  # the response text: "It is red."
+    observation: str  # the claim stated as the image's fact: "The triangle is red."
+    gist: str  # what the critique quotes: "red"
+
+
+@dataclass(frozen=True)
+class _Question:
+    text: str
+    true: _Claim
+    false: _Claim
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
+
+
+def _unique(scene: Scene, key: Callable[[dict], Any]) -> list[dict]:
+    counts = Counter(key(o) for o in scene)
+    return [o for o in scene if counts[key(o)] == 1]
+
+
+# Each family turns a scene into a question, or returns None when the scene cannot support it. `target` is a uniform
+# number drawn once per row *before* scenes are sampled, so that rejecting scenes does not bias what is asked
+# (e.g. the wanted count stays uniform although high counts are rarer).
+
+
+def _colour(scene: Scene, rng: random.Random, target: float, grid: int, max_objects: int) -> _Question | None:
+    candidates = _unique(scene, lambda o: o["shape"])
+    if not candidates:
+        return None
+    obj = rng.choice(candidates)
+    wrong = rng.choice([c for c in COLOURS if c != obj["colour"]])
+
+    def claim(colour: str) -> _Claim:
+        return _Claim(f"It is {colour}.", f"The {obj['shape']} is {colour}.", colour)
+
+    return _Question(f"What colour is the {obj['shape']}?", claim(obj["colour"]), claim(wrong))
+
+
+def _shape(scene: Scene, rng: random.Random, target: float, grid: int, max_objects: int) -> _Question | None:
+    candidates = _unique(scene, lambda o: o["colour"])
+    if not candidates:
+        return None
+    obj = rng.choice(candidates)
+    wrong = rng.choice([s for s in SHAPES if s != obj["shape"]])
+
+    def claim(shape: str) -> _Claim:
+        return _Claim(f"It is {_a(shape)}.", f"The {obj['colour']} object is {_a(shape)}.", shape)
+
+    return _Question(f"What shape is the {obj['colour']} object?", claim(obj["shape"]), claim(wrong))
+
+
+def _position(scene: Scene, rng: random.Random, target: float, grid: int, max_objects: int) -> _Question | None:
+    candidates = _unique(scene, lambda o: (o["colour"], o["shape"]))
+    if not candidates:
+        return None
+    obj = rng.choice(candidates)
+    name = f"{obj['colour']} {obj['shape']}"
+    wrong = rng.choice([(r, c) for r in range(grid) for c in range(grid) if (r, c) != (obj["row"], obj["col"])])
+
+    def claim(cell: tuple[int, int]) -> _Claim:
+        where = f"row {cell[0] + 1}, column {cell[1] + 1}"
+        return _Claim(f"It is in {where}.", f"The {name} is in {where}.", where)
+
+    return _Question(f"Where is the {name}?", claim((obj["row"], obj["col"])), claim(wrong))
+
+
+def _count(scene: Scene, rng: random.Random, target: float, grid: int, max_objects: int) -> _Question | None:
+    wanted = min(int(target * (max_objects + 1)), max_objects)
+    colours, shapes = Counter(o["colour"] for o in scene), Counter(o["shape"] for o in scene)
+    matches = [("colour", c) for c in COLOURS if colours[c] == wanted] + \
+              [("shape", s) for s in SHAPES if shapes[s] == wanted]
+    if not matches:
+        return None
+    kind, value = rng.choice(matches)
+    wrong = rng.choice([k for k in range(max_objects + 1) if k != wanted])
+
+    def noun(k: int) -> str:
+        if kind == "colour":
+            return f"{value} object" + ("" if k == 1 else "s")
+        return value + ("" if k == 1 else "es" if value.endswith("ss") else "s")
+
+    def claim(k: int) -> _Claim:
+        text = f"There {'is' if k == 1 else 'are'} {k} {noun(k)}."
+        return _Claim(text, text, str(k))
+
+    return _Question(f"How many {noun(2)} are there?", claim(wanted), claim(wrong))
+
+
+def _existence(scene: Scene, rng: random.Random, target: float, grid: int, max_objects: int) -> _Question | None:
+    present = target < 0.5
+    if present:
+        obj = rng.choice(scene)
+        name = f"{obj['colour']} {obj['shape']}"
+    else:
+        absent = _absent_kinds(scene)
+        if not absent:
+            return None
+        name = rng.choice(absent)
+    yes = _Claim(f"Yes, there is {_a(name)}.", f"There is {_a(name)}.", "yes")
+    no = _Claim(f"No, there is no {name}.", f"There is no {name}.", "no")
+    return _Question(f"Is there {_a(name)}?", yes if present else no, no if present else yes)
+
+
+def _hallucination(scene: Scene, rng: random.Random, target: float, grid: int, max_objects: int) -> _Question | None:
+    absent = _absent_kinds(scene)
+    if not absent:
+        return None
+    obj = rng.choice(scene)
+    real, fake = f"{obj['colour']} {obj['shape']}", rng.choice(absent)
+
+    def claim(named: str, other: str) -> _Claim:
+        return _Claim(f"There is {_a(named)}.", f"There is {_a(named)} but no {other}.", named)
+
+    return _Question("Name one object in the image.", claim(real, fake), claim(fake, real))
+
+
+def _absent_kinds(scene: Scene) -> list[str]:
+    present = {(o["colour"], o["shape"]) for o in scene}
+    return [f"{c} {s}" for c in COLOURS for s in SHAPES if (c, s) not in present]
+
+
+_FAMILY_FUNCS = {"colour": _colour, "count": _count, "shape": _shape, "position": _position,
+                 "existence": _existence, "hallucination": _hallucination}
+FAMILIES: tuple[str, ...] = tuple(_FAMILY_FUNCS)
+
+
+def _critique(claim: _Claim, right: bool) -> str:
+    return f"It says {claim.gist}. {'Right' if right else 'Wrong'}."
+
+
+def _check_args(n: int, seed: int, noise: float, families: Sequence[str] | str, grid: int, cell: int,
+                min_objects: int, max_objects: int) -> tuple[str, ...]:
+    """Validate the generator's arguments with messages that name the problem; returns the families as a tuple."""
+    if isinstance(families, str):
+        families = [f.strip() for f in families.split(",") if f.strip()]
+    families = tuple(families)
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer (it picks the share of scenes the seed owns), "
+                         f"got {seed!r}")
+    if not 0.0 <= noise <= 1.0:
+        raise ValueError(f"noise must be a fraction in [0, 1], got {noise!r}")
+    if not families:
+        raise ValueError(f"give at least one family; known: {', '.join(FAMILIES)}")
+    unknown = [f for f in families if f not in _FAMILY_FUNCS]
+    if unknown:
+        raise ValueError(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown))}; "
+                         f"known: {', '.join(FAMILIES)}")
+    if len(set(families)) != len(families):
+        raise ValueError(f"families repeat: {', '.join(families)}")
+    if grid < 2:
+        raise ValueError(f"grid must be at least 2 cells wide, got {grid}")
+    if cell < 8:
+        raise ValueError(f"cell must be at least 8 pixels for shapes to be told apart, got {cell}")
+    if min_objects < 1:
+        raise ValueError(f"min_objects must be at least 1, got {min_objects}")
+    if min_objects > max_objects:
+        raise ValueError(f"min_objects ({min_objects}) is larger than max_objects ({max_objects})")
+    if max_objects > grid * grid:
+        raise ValueError(f"max_objects ({max_objects}) exceeds the {grid * grid} cells of a {grid}x{grid} grid")
+    for k in range(min_objects, max_objects + 1):
+        space = SceneSpace(grid, k)
+        if space.owned_count(seed) == 0:
+            raise ValueError(f"seed {seed} owns no scene with {k} object(s) on a {grid}x{grid} grid: that space has "
+                             f"{space.size} scenes, enough for seeds 0..{space.size.bit_length() - 1}; use a smaller "
+                             f"seed or raise min_objects")
+    return families
+
+
+def _plan(n: int, families: tuple[str, ...], rng: random.Random) -> tuple[list[str], list[str]]:
+    """Each row's family (as equal shares as n allows, shuffled) and the position of its right response.
+
+    Positions are assigned in random A/B or B/A pairs along the rows sorted by family, so that A and B are balanced
+    overall (within one) and within each family (within two).
+    """
+    fams = [families[i % len(families)] for i in range(n)]
+    rng.shuffle(fams)
+    order = sorted(range(n), key=lambda i: (families.index(fams[i]), i))
+    positions = [""] * n
+    for start in range(0, n, 2):
+        pair = ("A", "B") if rng.random() < 0.5 else ("B", "A")
+        for slot, i in zip(pair, order[start:start + 2]):
+            positions[i] = slot
+    return fams, positions
+
+
+def _noisy_rows(positions: list[str], noise: float, seed: int) -> set[int]:
+    """Exactly round(noise * n) rows to flip, half among right-is-A rows and half among right-is-B rows."""
+    # Its own stream, so that adding noise changes only the flipped rows.
+    rng = random.Random(f"critic-synthetic-noise-{seed}")
+    m = round(noise * len(positions))
+    a_rows = [i for i, p in enumerate(positions) if p == "A"]
+    b_rows = [i for i, p in enumerate(positions) if p == "B"]
+    m_a = m // 2 + (m % 2 if rng.random() < 0.5 else 0)
+    m_a = min(max(m_a, m - len(b_rows)), len(a_rows))
+    return set(rng.sample(a_rows, m_a)) | set(rng.sample(b_rows, m - m_a))
+
+
+def _make_row(index: int, width: int, seed: int, family: str, position: str, noisy: bool, scene: Scene,
+              question: _Question, grid: int, cell: int) -> dict[str, Any]:
+    a, b = (question.true, question.false) if position == "A" else (question.false, question.true)
+    # The claim the row's label takes as the fact: the true one, or for a noisy row the false one.
+    believed = question.false if noisy else question.true
+    a_right = a is believed
+    name = f"s{seed}-{index:0{width}d}"
+    scene = sorted_scene(scene)
+    return {
+        "id": f"syn-{name}",
+        "images": [f"images/{name}.png"],
+        "question": question.text,
+        "response_a": a.response,
+        "response_b": b.response,
+        "preferred": "A" if a_right else "B",
+        "observation": believed.observation,
+        "critique_a": _critique(a, a_right),
+        "critique_b": _critique(b, not a_right),
+        "score_a": RIGHT_SCORE if a_right else WRONG_SCORE,
+        "score_b": WRONG_SCORE if a_right else RIGHT_SCORE,
+        "category": family,
+        "meta": {"scene": scene, "grid": grid, "cell": cell, "description": describe_scene(scene),
+                 "noisy": noisy, "seed": seed},
+    }
+
+
+def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str] | str = FAMILIES, grid: int = 4,
+                   cell: int = 28, min_objects: int = 1, max_objects: int = 4,
+                   progress: bool = False) -> list[dict[str, Any]]:
+    """``n`` preference rows for ``seed`` (schema in the module docstring); images are drawn by `write_dataset`.
+
+    ``families`` is a sequence of names or a comma-separated string; object counts are uniform over
+    ``min_objects..max_objects``. Raises ``ValueError`` for bad arguments.
+    """
+    families = _check_args(n, seed, noise, families, grid, cell, min_objects, max_objects)
+    rng = random.Random(seed)
+    spaces = [SceneSpace(grid, k) for k in range(min_objects, max_objects + 1)]
+    fams, positions = _plan(n, families, rng)
+    noisy = _noisy_rows(positions, noise, seed)
+    width = max(6, len(str(n - 1)))
+    rows = []
+    for i in tqdm(range(n), desc="scenes", unit="row", disable=not progress, file=sys.stderr):
+        ask = _FAMILY_FUNCS[fams[i]]
+        target = rng.random()
+        for _ in range(MAX_TRIES):
+            scene = rng.choice(spaces).sample(rng, seed)
+            question = ask(scene, rng, target, grid, max_objects)
+            if question is not None:
+                break
+        else:
+            raise RuntimeError(f"found no scene owned by seed {seed} for a {fams[i]!r} question in {MAX_TRIES} "
+                               f"tries (grid {grid}, {min_objects}..{max_objects} objects); try a smaller seed or "
+                               f"other object counts")
+        rows.append(_make_row(i, width, seed, fams[i], positions[i], i in noisy, scene, question, grid, cell))
+    return rows
+
+
+def write_dataset(out_dir: str | Path, n: int, seed: int, noise: float = 0.0,
+                  families: Sequence[str] | str = FAMILIES, grid: int = 4, cell: int = 28, min_objects: int = 1,
+                  max_objects: int = 4, progress: bool = False) -> Path:
+    """Generate rows as `generate_pairs` does and write ``out_dir/pairs.jsonl`` and ``out_dir/images/*.png``.
+
+    Returns the path of ``pairs.jsonl``; image paths in the rows are relative to ``out_dir``.
+    """
+    rows = generate_pairs(n, seed, noise=noise, families=families, grid=grid, cell=cell, min_objects=min_objects,
+                          max_objects=max_objects, progress=progress)
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    for row in tqdm(rows, desc="images", unit="img", disable=not progress, file=sys.stderr):
+        # PNG encoding with fixed settings and no metadata is byte-deterministic for the same Pillow/zlib.
+        draw_scene(row["meta"]["scene"], grid, cell).save(out / row["images"][0], format="PNG")
+    path = out / "pairs.jsonl"
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.synthetic",
+        description="Write a synthetic visual preference dataset (pairs.jsonl + PNG scenes) for training a judge.")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (pairs.jsonl and images/)")
+    parser.add_argument("--n", required=True, type=int, help="number of rows")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed; different seeds never share a scene (seed s owns ~1/2**(s+1) of the scenes)")
+    parser.add_argument("--noise", type=float, default=0.0, help="fraction of preferences to flip (default 0)")
+    parser.add_argument("--families", default=",".join(FAMILIES),
+                        help=f"comma-separated question families (default: {','.join(FAMILIES)})")
+    parser.add_argument("--grid", type=int, default=4, help="cells per side (default 4)")
+    parser.add_argument("--cell", type=int, default=28,
+                        help="pixels per cell (default 28: one Qwen2-VL visual token per cell)")
+    parser.add_argument("--min-objects", type=int, default=1, help="fewest objects per scene (default 1)")
+    parser.add_argument("--max-objects", type=int, default=4, help="most objects per scene (default 4)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        path = write_dataset(args.out, args.n, args.seed, noise=args.noise, families=args.families, grid=args.grid,
+                             cell=args.cell, min_objects=args.min_objects, max_objects=args.max_objects,
+                             progress=not args.no_progress)
+    except ValueError as exc:
+        parser.error(str(exc))
+    noisy = round(args.noise * args.n)
+    print(f"wrote {args.n} rows ({noisy} noisy) to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
