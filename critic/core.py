@@ -13,12 +13,18 @@ prompts longer than the context, unparseable output) become results with an ``er
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from critic.combine import combine_orders
 from critic.engines.base import Completion, Engine, GenerationRequest, SamplingConfig
+
+JUDGE_CONFIG_NAME = "judge_config.json"
+"""A model folder may carry its judging configuration (prompt templates, critique budget, scale) in this file, the
+way a transformers model folder carries ``generation_config.json``; :meth:`Judge.from_pretrained` reads it."""
 from critic.labels import expected_score
 from critic.media import MediaError
 from critic.prompting import InputError, PreparedItem, PromptConfig, prepare
@@ -58,6 +64,39 @@ class JudgeConfig:
         self.spec("pairwise")
         self.spec("pointwise")
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JudgeConfig:
+        """The inverse of :meth:`to_dict`; unknown keys are an error (a typo must not be silently ignored)."""
+        data = dict(data)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown judge config keys: {', '.join(unknown)}")
+        prompt = PromptConfig(**data.pop("prompt", {}))
+        sampling = SamplingConfig(**data.pop("sampling", {}))
+        return cls(prompt=prompt, sampling=sampling, **data)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``judge_config.json`` into a model folder."""
+        path = Path(directory) / JUDGE_CONFIG_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def from_pretrained(cls, model: str | Path) -> JudgeConfig | None:
+        """The configuration a local model folder ships, or None (Hub ids and folders without the file)."""
+        path = Path(model) / JUDGE_CONFIG_NAME
+        if not path.is_file():
+            return None
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+
 
 class Judge:
     """A critique judge over an :class:`~critic.engines.base.Engine`."""
@@ -70,9 +109,11 @@ class Judge:
     def from_pretrained(
         cls, model: str, *, backend: str = "transformers", config: JudgeConfig | None = None, **engine_options: Any
     ) -> Judge:
-        """Load ``model`` on ``backend`` (see :func:`critic.engines.load_engine` for the options)."""
+        """Load ``model`` on ``backend`` (see :func:`critic.engines.load_engine` for the options).  Without
+        ``config``, the model folder's ``judge_config.json`` is used when it has one."""
         from critic.engines import load_engine
 
+        config = config or JudgeConfig.from_pretrained(model) or JudgeConfig()
         return cls(load_engine(backend, model, **engine_options), config)
 
     def with_config(self, **changes: Any) -> Judge:
@@ -156,4 +197,4 @@ def _id(item: object) -> str | None:
     return None if value is None else str(value)
 
 
-__all__ = ["Judge", "JudgeConfig"]
+__all__ = ["JUDGE_CONFIG_NAME", "Judge", "JudgeConfig"]

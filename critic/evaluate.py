@@ -35,7 +35,7 @@ from typing import Any
 from PIL import Image
 
 from critic.batch import BatchRow, completed_ids, judge_rows
-from critic.core import Judge
+from critic.core import Judge, JudgeConfig
 from critic.engines.base import SamplingConfig
 from critic.judge import add_engine_arguments, add_judging_arguments, config_from_args, engine_options
 from critic.media import MediaError, load_image, load_video
@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_swap or args.mode == "pointwise":
         parser.error("evaluation judges pairs in both orders; --no-swap and --mode pointwise do not apply")
     try:
-        config = config_from_args(args)
+        config = config_from_args(args, JudgeConfig.from_pretrained(args.model))
     except ValueError as exc:
         parser.error(str(exc))
     for problem in data.problems:

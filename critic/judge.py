@@ -26,7 +26,7 @@ from critic.types import JudgeItem, JudgeResult
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m critic.judge", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_engine_arguments(parser)
+    add_engine_arguments(parser, model_required=False)
 
     item = parser.add_argument_group("single item")
     item.add_argument("--image", action="append", default=[], help="image path (repeat for several)")
@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 def add_engine_arguments(parser: argparse.ArgumentParser, *, model_required: bool = True) -> None:
     """The engine flags (``--model``, ``--backend``, …), shared with ``python -m critic.evaluate``."""
     engine = parser.add_argument_group("engine")
-    engine.add_argument("--model", required=model_required, help="model folder or Hub id of the judge")
+    engine.add_argument("--model", required=model_required,
+                        help="model folder or Hub id of the judge (critic.judge: default, the shipped demo judge)")
     engine.add_argument("--backend", default="transformers", choices=["transformers", "vllm", "openai", "sglang"], help="inference engine")
     engine.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', …")
     engine.add_argument("--dtype", default="auto", help="'auto', 'float32', 'bfloat16', 'float16'")
@@ -73,48 +74,64 @@ def add_engine_arguments(parser: argparse.ArgumentParser, *, model_required: boo
 
 
 def add_judging_arguments(parser: argparse.ArgumentParser) -> None:
-    """The judging flags (mode, swap, spec, prompt, sampling), read back by :func:`config_from_args`."""
-    judging = parser.add_argument_group("judging")
-    judging.add_argument("--mode", default="auto", choices=["auto", "pairwise", "pointwise"],
-                         help="auto: pairwise when two responses are given, else pointwise")
+    """The judging flags (mode, swap, spec, prompt, sampling), read back by :func:`config_from_args`.
+
+    Flags left out fall back to the model folder's ``judge_config.json`` when it has one, else to the library's
+    defaults (shown in brackets)."""
+    judging = parser.add_argument_group("judging (unset flags: the model's judge_config.json, else [default])")
+    judging.add_argument("--mode", choices=["auto", "pairwise", "pointwise"],
+                         help="auto: pairwise when two responses are given, else pointwise [auto]")
     judging.add_argument("--no-swap", action="store_true", help="pairwise: judge only the given order")
     judging.add_argument("--no-tie", action="store_true", help="pairwise: forbid the verdict 'tie'")
-    judging.add_argument("--scale-min", type=int, default=1, help="pointwise: lowest score")
-    judging.add_argument("--scale-max", type=int, default=10, help="pointwise: highest score")
-    judging.add_argument("--style", default="critique", choices=["critique", "think"], help="critique format")
-    judging.add_argument("--critique-max-chars", type=int, default=600, help="critique budget (characters)")
-    judging.add_argument("--max-response-chars", type=int, default=8000, help="longer responses are truncated")
-    judging.add_argument("--num-frames", type=int, default=8, help="frames sampled from a video")
+    judging.add_argument("--scale-min", type=int, help="pointwise: lowest score [1]")
+    judging.add_argument("--scale-max", type=int, help="pointwise: highest score [10]")
+    judging.add_argument("--style", choices=["critique", "think"], help="critique format [critique]")
+    judging.add_argument("--critique-max-chars", type=int, help="critique budget in characters [600]")
+    judging.add_argument("--max-response-chars", type=int, help="longer responses are truncated [8000]")
+    judging.add_argument("--num-frames", type=int, help="frames sampled from a video [8]")
     judging.add_argument("--rubric", help="extra judging instructions for every item")
-    judging.add_argument("--system-template", default="system", help="template name or .jinja path")
-    judging.add_argument("--pairwise-template", default="pairwise", help="template name or .jinja path")
-    judging.add_argument("--pointwise-template", default="pointwise", help="template name or .jinja path")
-    judging.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    judging.add_argument("--top-p", type=float, default=1.0, help="nucleus mass when sampling")
+    judging.add_argument("--system-template", help="template name or .jinja path [system]")
+    judging.add_argument("--pairwise-template", help="template name or .jinja path [pairwise]")
+    judging.add_argument("--pointwise-template", help="template name or .jinja path [pointwise]")
+    judging.add_argument("--temperature", type=float, help="0 = greedy [0]")
+    judging.add_argument("--top-p", type=float, help="nucleus mass when sampling [1.0]")
     judging.add_argument("--seed", type=int, default=None, help="sampling seed")
 
 
-def config_from_args(args: argparse.Namespace) -> Any:
-    """The :class:`~critic.core.JudgeConfig` described by the flags."""
+def config_from_args(args: argparse.Namespace, base: Any = None) -> Any:
+    """The :class:`~critic.core.JudgeConfig` described by the flags, on top of ``base`` (the model's own
+    configuration, or the library defaults)."""
     from critic.core import JudgeConfig
 
+    base = base or JudgeConfig()
+
+    def pick(value: Any, default: Any) -> Any:
+        return default if value is None else value
+
+    prompt, sampling = base.prompt, base.sampling
     return JudgeConfig(
-        mode=args.mode,
-        swap=not args.no_swap,
-        allow_tie=not args.no_tie,
-        scale_min=args.scale_min,
-        scale_max=args.scale_max,
-        style=args.style,
-        critique_max_chars=args.critique_max_chars,
+        mode=pick(args.mode, base.mode),
+        swap=base.swap and not args.no_swap,
+        allow_tie=base.allow_tie and not args.no_tie,
+        scale_min=pick(args.scale_min, base.scale_min),
+        scale_max=pick(args.scale_max, base.scale_max),
+        style=pick(args.style, base.style),
+        critique_max_chars=pick(args.critique_max_chars, base.critique_max_chars),
         prompt=PromptConfig(
-            system_template=args.system_template,
-            pairwise_template=args.pairwise_template,
-            pointwise_template=args.pointwise_template,
-            rubric=args.rubric,
-            max_response_chars=args.max_response_chars,
-            num_frames=args.num_frames,
+            system_template=pick(args.system_template, prompt.system_template),
+            pairwise_template=pick(args.pairwise_template, prompt.pairwise_template),
+            pointwise_template=pick(args.pointwise_template, prompt.pointwise_template),
+            image_pairwise_template=prompt.image_pairwise_template,
+            image_pointwise_template=prompt.image_pointwise_template,
+            rubric=pick(args.rubric, prompt.rubric),
+            max_response_chars=pick(args.max_response_chars, prompt.max_response_chars),
+            max_question_chars=prompt.max_question_chars,
+            num_frames=pick(args.num_frames, prompt.num_frames),
+            max_pixels=prompt.max_pixels,
         ),
-        sampling=SamplingConfig(temperature=args.temperature, top_p=args.top_p, seed=args.seed),
+        sampling=SamplingConfig(temperature=pick(args.temperature, sampling.temperature),
+                                top_p=pick(args.top_p, sampling.top_p), seed=pick(args.seed, sampling.seed),
+                                max_new_tokens=sampling.max_new_tokens),
     )
 
 
@@ -158,12 +175,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("batch mode needs both --input and --output")
     if not batch_mode and args.question is None:
         parser.error("give --question (and responses) for one item, or --input/--output for a batch")
+    from critic.core import Judge, JudgeConfig
+
+    if args.model is None:
+        from critic.demo_judge import demo_judge_dir
+
+        try:
+            args.model = str(demo_judge_dir())
+        except FileNotFoundError as exc:
+            parser.error(str(exc))
     try:
-        config = config_from_args(args)
+        config = config_from_args(args, JudgeConfig.from_pretrained(args.model))
     except ValueError as exc:
         parser.error(str(exc))
-
-    from critic.core import Judge
 
     judge = Judge.from_pretrained(args.model, backend=args.backend, config=config, **engine_options(args))
     if batch_mode:

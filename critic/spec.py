@@ -18,6 +18,7 @@ The text the judge writes looks like this (pairwise, critique style)::
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -156,6 +157,22 @@ class OutputSpec:
         else:
             verdict = f"Score: <an integer from {self.scale_min} to {self.scale_max}>"
         return f"Answer in exactly this format:\n{body}\n{verdict}"
+
+    def format(self, critique: str, label: str) -> str:
+        """The exact text this spec's constraint produces for ``critique`` and ``label`` (training targets).
+
+        Raises ValueError when no constrained generation could produce it (a newline in a one-line critique, a
+        critique over budget, a label the spec does not allow)."""
+        if label not in self.labels:
+            raise ValueError(f"label {label!r} is not one of {self.labels}")
+        if not self.critique_min_chars <= len(critique) <= self.critique_max_chars:
+            raise ValueError(f"critique is {len(critique)} characters; the budget is {self.critique_min_chars}"
+                             f"..{self.critique_max_chars}")
+        text = self.opening + critique + self.closing + self.marker + self.label_continuation(label)
+        if re.fullmatch(self.regex(), text) is None:
+            forbidden = "a newline" if self.style == "critique" else "'<'"
+            raise ValueError(f"critique contains {forbidden}, which this output format does not allow")
+        return text
 
     # ----------------------------------------------------------------- parsing
     def parse(self, text: str) -> ParsedOutput:

@@ -23,6 +23,7 @@ TEMPLATE_DIR = Path(__file__).resolve().parent
 #: Names of the bundled templates (file stem → what it is for).
 BUILTIN_TEMPLATES: dict[str, str] = {
     "system": "system message: the judge's role, rubric and output format",
+    "compact_system": "short system message for small judges trained with this project (format learned, not told)",
     "pairwise": "two text responses to one question about images or a video",
     "pointwise": "one text response to one question about images or a video",
     "image_pairwise": "two generated images for one text prompt (text-to-image assessment)",

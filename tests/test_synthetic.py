@@ -122,11 +122,20 @@ def _check_row(row: dict) -> None:
     assert row["preferred"] == (("B" if right == "A" else "A") if row["meta"]["noisy"] else right), row
     pref, other = ("a", "b") if row["preferred"] == "A" else ("b", "a")
     believed = _claim(family, row[f"response_{pref}"])
-    assert _claim(family, row["observation"]) == believed, row  # the observation states what the label believes
+    restate = row["meta"]["critique_style"] == "restate"
+    observation = row["meta"]["observation"] if restate else row["observation"]
+    assert ("observation" in row) is not restate  # restated critiques carry the fact; no leading observation
+    assert _claim(family, observation) == believed, row  # the observation states what the label believes
     assert row[f"critique_{pref}"].endswith("Right.") and row[f"critique_{other}"].endswith("Wrong."), row
     for side in "ab":
-        assert re.fullmatch(r"It says (.+)\. (Right|Wrong)\.", row[f"critique_{side}"]).group(1).lower() \
-            in row[f"response_{side}"].lower()
+        pattern = r"It says (.+?); (.+)\. (Right|Wrong)\." if restate else r"It says (.+)\. (Right|Wrong)\."
+        match = re.fullmatch(pattern, row[f"critique_{side}"])
+        assert match.group(1).lower() in row[f"response_{side}"].lower()
+        if restate and family != "hallucination":  # the restated fact is the believed fact, whichever side
+            assert match.group(2) == observation[0].lower() + observation[1:-1]
+        elif restate:
+            named_right = (side == pref)
+            assert match.group(2) == ("there is one" if named_right else "there is none")
     assert (row[f"score_{pref}"], row[f"score_{other}"]) == (10, 1)
 
 
@@ -155,9 +164,12 @@ def test_other_grids_and_cells_stay_token_aligned() -> None:
 def test_critiques_short_and_position_free(rows_seed0: list[dict]) -> None:
     for row in rows_seed0:
         for side in "ab":
-            assert not re.search(r"\b[AB]\b|response|first|second", row[f"critique_{side}"], re.IGNORECASE)
-        composed = f"{row['observation']} Response A: {row['critique_a']} Response B: {row['critique_b']}"
-        assert len(composed) <= 150, composed
+            # capital A/B only: "a triangle" is not a position
+            assert not re.search(r"\b[AB]\b", row[f"critique_{side}"])
+            assert not re.search(r"response|first|second", row[f"critique_{side}"], re.IGNORECASE)
+        lead = f"{row['observation']} " if "observation" in row else ""
+        composed = f"{lead}Response A: {row['critique_a']} Response B: {row['critique_b']}"
+        assert len(composed) <= 200, composed  # the demo judge's critique budget
 
 
 def test_text_alone_does_not_tell_right_from_wrong() -> None:
@@ -240,9 +252,9 @@ def _flip(critique: str) -> str:
 
 
 def test_noise_flips_exactly_and_consistently() -> None:
-    clean = generate_pairs(201, 5)
+    clean = generate_pairs(201, 5, critique_style="check")
     for noise in (0.15, 0.5, 1.0):
-        noisy = generate_pairs(201, 5, noise=noise)
+        noisy = generate_pairs(201, 5, noise=noise, critique_style="check")
         flipped = [i for i, r in enumerate(noisy) if r["meta"]["noisy"]]
         assert len(flipped) == round(noise * 201)
         for i, (c, r) in enumerate(zip(clean, noisy)):
@@ -258,6 +270,8 @@ def test_noise_flips_exactly_and_consistently() -> None:
                                                             "score_a", "score_b", "meta")} == \
                    {k: v for k, v in c.items() if k not in ("preferred", "observation", "critique_a", "critique_b",
                                                             "score_a", "score_b", "meta")}
+    for row in generate_pairs(201, 5, noise=0.5):  # restated critiques of noisy rows are consistent too
+        _check_row(row)
     assert generate_pairs(3, 0, noise=0.5)[0]["meta"]["seed"] == 0
     assert sum(r["meta"]["noisy"] for r in generate_pairs(3, 0, noise=0.5)) == 2  # round(1.5) == 2
 

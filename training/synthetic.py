@@ -187,8 +187,21 @@ _FAMILY_FUNCS = {"colour": _colour, "count": _count, "shape": _shape, "position"
 FAMILIES: tuple[str, ...] = tuple(_FAMILY_FUNCS)
 
 
-def _critique(claim: _Claim, right: bool) -> str:
-    return f"It says {claim.gist}. {'Right' if right else 'Wrong'}."
+CRITIQUE_STYLES = ("restate", "check")
+
+
+def _critique(claim: _Claim, right: bool, style: str, family: str, believed: _Claim) -> str:
+    """A per-response critique.  ``check``: "It says red. Wrong." (the fact is stated once, in the observation).
+    ``restate``: "It says red; the triangle is blue. Wrong." — the image fact is restated right next to the claim,
+    so Right/Wrong compares two spans a few tokens apart instead of reaching back to the observation."""
+    verdict = "Right" if right else "Wrong"
+    if style == "check":
+        return f"It says {claim.gist}. {verdict}."
+    if family == "hallucination":  # the fact that decides this claim: is the named object there (as the label believes)?
+        fact = "there is one" if right else "there is none"
+    else:
+        fact = believed.observation[0].lower() + believed.observation[1:].rstrip(".")
+    return f"It says {claim.gist}; {fact}. {verdict}."
 
 
 def _check_args(n: int, seed: int, noise: float, families: Sequence[str] | str, grid: int, cell: int,
@@ -261,14 +274,14 @@ def _noisy_rows(positions: list[str], noise: float, seed: int) -> set[int]:
 
 
 def _make_row(index: int, width: int, seed: int, family: str, position: str, noisy: bool, scene: Scene,
-              question: _Question, grid: int, cell: int) -> dict[str, Any]:
+              question: _Question, grid: int, cell: int, critique_style: str) -> dict[str, Any]:
     a, b = (question.true, question.false) if position == "A" else (question.false, question.true)
     # The claim the row's label takes as the fact: the true one, or for a noisy row the false one.
     believed = question.false if noisy else question.true
     a_right = a is believed
     name = f"s{seed}-{index:0{width}d}"
     scene = sorted_scene(scene)
-    return {
+    row = {
         "id": f"syn-{name}",
         "images": [f"images/{name}.png"],
         "question": question.text,
@@ -276,18 +289,21 @@ def _make_row(index: int, width: int, seed: int, family: str, position: str, noi
         "response_b": b.response,
         "preferred": "A" if a_right else "B",
         "observation": believed.observation,
-        "critique_a": _critique(a, a_right),
-        "critique_b": _critique(b, not a_right),
+        "critique_a": _critique(a, a_right, critique_style, family, believed),
+        "critique_b": _critique(b, not a_right, critique_style, family, believed),
         "score_a": RIGHT_SCORE if a_right else WRONG_SCORE,
         "score_b": WRONG_SCORE if a_right else RIGHT_SCORE,
         "category": family,
         "meta": {"scene": scene, "grid": grid, "cell": cell, "description": describe_scene(scene),
-                 "noisy": noisy, "seed": seed},
+                 "noisy": noisy, "seed": seed, "critique_style": critique_style},
     }
+    if critique_style == "restate":  # the fact is in each critique; a leading observation would only repeat it
+        row["meta"]["observation"] = row.pop("observation")
+    return row
 
 
 def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str] | str = FAMILIES, grid: int = 4,
-                   cell: int = 28, min_objects: int = 1, max_objects: int = 4,
+                   cell: int = 28, min_objects: int = 1, max_objects: int = 4, critique_style: str = "restate",
                    progress: bool = False) -> list[dict[str, Any]]:
     """``n`` preference rows for ``seed`` (schema in the module docstring); images are drawn by `write_dataset`.
 
@@ -295,6 +311,8 @@ def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str
     ``min_objects..max_objects``. Raises ``ValueError`` for bad arguments.
     """
     families = _check_args(n, seed, noise, families, grid, cell, min_objects, max_objects)
+    if critique_style not in CRITIQUE_STYLES:
+        raise ValueError(f"critique_style must be one of {', '.join(CRITIQUE_STYLES)}, got {critique_style!r}")
     rng = random.Random(seed)
     spaces = [SceneSpace(grid, k) for k in range(min_objects, max_objects + 1)]
     fams, positions = _plan(n, families, rng)
@@ -313,19 +331,20 @@ def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str
             raise RuntimeError(f"found no scene owned by seed {seed} for a {fams[i]!r} question in {MAX_TRIES} "
                                f"tries (grid {grid}, {min_objects}..{max_objects} objects); try a smaller seed or "
                                f"other object counts")
-        rows.append(_make_row(i, width, seed, fams[i], positions[i], i in noisy, scene, question, grid, cell))
+        rows.append(_make_row(i, width, seed, fams[i], positions[i], i in noisy, scene, question, grid, cell,
+                              critique_style))
     return rows
 
 
 def write_dataset(out_dir: str | Path, n: int, seed: int, noise: float = 0.0,
                   families: Sequence[str] | str = FAMILIES, grid: int = 4, cell: int = 28, min_objects: int = 1,
-                  max_objects: int = 4, progress: bool = False) -> Path:
+                  max_objects: int = 4, critique_style: str = "restate", progress: bool = False) -> Path:
     """Generate rows as `generate_pairs` does and write ``out_dir/pairs.jsonl`` and ``out_dir/images/*.png``.
 
     Returns the path of ``pairs.jsonl``; image paths in the rows are relative to ``out_dir``.
     """
     rows = generate_pairs(n, seed, noise=noise, families=families, grid=grid, cell=cell, min_objects=min_objects,
-                          max_objects=max_objects, progress=progress)
+                          max_objects=max_objects, critique_style=critique_style, progress=progress)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     for row in tqdm(rows, desc="images", unit="img", disable=not progress, file=sys.stderr):
@@ -354,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pixels per cell (default 28: one Qwen2-VL visual token per cell)")
     parser.add_argument("--min-objects", type=int, default=1, help="fewest objects per scene (default 1)")
     parser.add_argument("--max-objects", type=int, default=4, help="most objects per scene (default 4)")
+    parser.add_argument("--critique-style", default="restate", choices=CRITIQUE_STYLES,
+                        help="restate: 'It says red; the triangle is blue. Wrong.' (default); "
+                             "check: an observation, then 'It says red. Wrong.'")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
 
@@ -364,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = write_dataset(args.out, args.n, args.seed, noise=args.noise, families=args.families, grid=args.grid,
                              cell=args.cell, min_objects=args.min_objects, max_objects=args.max_objects,
-                             progress=not args.no_progress)
+                             critique_style=args.critique_style, progress=not args.no_progress)
     except ValueError as exc:
         parser.error(str(exc))
     noisy = round(args.noise * args.n)

@@ -26,6 +26,12 @@ def reserved_strings(tokenizer: Any) -> tuple[str, ...]:
     return tuple(sorted(s for s in strings if s))
 
 
+def render_prompt(processor: Any, prompt: ChatPrompt) -> str:
+    """The prompt as the model's chat template renders it, ending with the assistant turn's opening (the text the
+    engines feed the model, and the prefix of every training example)."""
+    return processor.apply_chat_template(prompt.messages(), add_generation_prompt=True, tokenize=False)
+
+
 def label_trie(spec: OutputSpec, tokenizer: Any, end_token_id: int) -> LabelTrie:
     """Trie of the spec's labels, tokenised in context (after the marker) by ``tokenizer``."""
     encode = functools.partial(tokenizer.encode, add_special_tokens=False)
@@ -149,7 +155,7 @@ class LocalModelEngine(Engine):
         return reserved_strings(self.tokenizer)
 
     def _render(self, prompt: ChatPrompt) -> str:
-        return self.processor.apply_chat_template(prompt.messages(), add_generation_prompt=True, tokenize=False)
+        return render_prompt(self.processor, prompt)
 
     def _trie(self, spec: OutputSpec) -> LabelTrie:
         tries: dict[OutputSpec, LabelTrie] = self.__dict__.setdefault("_tries", {})

@@ -1,0 +1,195 @@
+"""Critique-SFT data, the SFT loop on a tiny model, judge configs that travel with a model, and the demo recipe."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from critic.core import JUDGE_CONFIG_NAME, Judge, JudgeConfig
+from critic.engines.scripted import ScriptedEngine, ScriptedOutput
+from critic.judge import add_judging_arguments, config_from_args
+from critic.preferences import PreferencePair, read_preferences
+from critic.prompting import PromptConfig
+from critic.spec import OutputSpec
+from training.sft import IGNORE_INDEX, SFTCollator, SFTConfig, encode_batch, encode_example, train_sft
+from training.sft_data import build_examples, fit_critique, teacher_critiques
+from training.synthetic import write_dataset
+
+CONFIG = JudgeConfig(critique_max_chars=200, prompt=PromptConfig(system_template="compact_system"))
+
+
+@pytest.fixture(scope="session")
+def synthetic_pairs(tmp_path_factory: pytest.TempPathFactory) -> list[PreferencePair]:
+    path = write_dataset(tmp_path_factory.mktemp("syn"), n=48, seed=0, max_objects=2)
+    data = read_preferences(path)
+    assert not data.problems
+    return data.pairs
+
+
+# ----------------------------------------------------------------------------------------------- targets
+@pytest.mark.parametrize("style", ["critique", "think"])
+def test_format_is_what_the_parser_reads_back(style: str) -> None:
+    spec = OutputSpec(mode="pairwise", style=style, critique_max_chars=40)  # type: ignore[arg-type]
+    text = spec.format("The circle is red. A is right.", "A")
+    parsed = spec.parse(text)
+    assert (parsed.critique, parsed.label) == ("The circle is red. A is right.", "A")
+    assert spec.parses(text)
+
+
+def test_format_refuses_what_the_constraint_cannot_produce() -> None:
+    spec = OutputSpec(mode="pointwise", critique_max_chars=20)
+    with pytest.raises(ValueError, match="newline"):
+        spec.format("line one\nline two", "3")
+    with pytest.raises(ValueError, match="budget"):
+        spec.format("x" * 21, "3")
+    with pytest.raises(ValueError, match="label"):
+        spec.format("fine", "11")
+
+
+def test_fit_critique_cuts_at_a_sentence_and_joins_lines() -> None:
+    spec = OutputSpec(critique_max_chars=30)
+    assert fit_critique("First sentence here. Second one is far too long to fit.", spec) == "First sentence here."
+    assert fit_critique("two\nlines", spec) == "two lines"
+
+
+def test_pairwise_examples_come_in_both_orders_with_swapped_labels(synthetic_pairs: list[PreferencePair]) -> None:
+    examples, problems = build_examples(synthetic_pairs, CONFIG)
+    assert not problems and len(examples) == 2 * len(synthetic_pairs)
+    spec = CONFIG.spec("pairwise")
+    for pair, (ab, ba) in zip(synthetic_pairs, zip(examples[::2], examples[1::2])):
+        assert (ab.id, ba.id) == (f"{pair.id}/AB", f"{pair.id}/BA")
+        assert ab.label == pair.preferred and ba.label == {"A": "B", "B": "A"}[pair.preferred]
+        for example, first, second in ((ab, pair.critique_a, pair.critique_b), (ba, pair.critique_b, pair.critique_a)):
+            parsed = spec.parse(example.target)
+            assert parsed.label == example.label
+            lead = f"{pair.observation} " if pair.observation else ""
+            assert parsed.critique == f"{lead}Response A: {first} Response B: {second}"
+    labels = [e.label for e in examples]
+    assert labels.count("A") == labels.count("B")  # both orders: no position is favoured by the data
+
+
+def test_prompts_are_exactly_what_the_judge_sends(synthetic_pairs: list[PreferencePair]) -> None:
+    engine = ScriptedEngine(lambda request: "Critique: x\nVerdict: A")
+    Judge(engine, CONFIG).judge([synthetic_pairs[0].to_item()])
+    examples, _ = build_examples(synthetic_pairs[:1], CONFIG)
+    assert [e.prompt for e in examples] == [r.prompt for r in engine.requests]
+
+
+def test_pointwise_examples_and_fallback_critiques() -> None:
+    bare = PreferencePair(id="p", question="Which colour?", response_a="Red.", response_b="Blue.", preferred="B")
+    examples, problems = build_examples([bare], CONFIG, modes=("pairwise", "pointwise"))
+    assert not problems
+    by_id = {e.id: e for e in examples}
+    assert by_id["p/AB"].target.endswith("Verdict: B") and "Response B answers" in by_id["p/AB"].target
+    assert by_id["p/BA"].target.endswith("Verdict: A") and "Response A answers" in by_id["p/BA"].target
+    assert by_id["p/a"].target.endswith("Score: 1") and by_id["p/b"].target.endswith("Score: 10")
+
+
+def test_a_tie_without_ties_allowed_is_that_pairs_problem_only() -> None:
+    pairs = [PreferencePair(id="t", question="Q?", response_a="x", response_b="y", preferred="tie"),
+             PreferencePair(id="ok", question="Q?", response_a="x", response_b="y", preferred="A")]
+    examples, problems = build_examples(pairs, replace(CONFIG, allow_tie=False))
+    assert [p.id for p in problems] == ["t"] and {e.id for e in examples} == {"ok/AB", "ok/BA"}
+
+
+def test_teacher_critiques_are_kept_only_for_orders_the_teacher_got_right() -> None:
+    pairs = [PreferencePair(id="p", question="Q?", response_a="x", response_b="y", preferred="A")]
+    # A teacher that always says "A": right in order AB, wrong in order BA (where the gold label is B).
+    teacher = Judge(ScriptedEngine(lambda r: ScriptedOutput("Critique: first wins\nVerdict: A", {"A": 1.0, "B": 0.0,
+                                                                                                   "tie": 0.0})))
+    kept = teacher_critiques(teacher, pairs)
+    assert kept == {("p", "AB"): "first wins"}
+    examples, _ = build_examples(pairs, CONFIG, teacher=kept)
+    assert "first wins" in examples[0].target and "first wins" not in examples[1].target
+
+
+# ----------------------------------------------------------------------------------------------- SFT loop
+def test_encoding_puts_loss_on_the_target_and_end_token_only(tiny_qwen2_vl_dir: Path,
+                                                             synthetic_pairs: list[PreferencePair]) -> None:
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_qwen2_vl_dir)
+    examples, _ = build_examples(synthetic_pairs[:2], CONFIG)
+    one = encode_example(processor, examples[0], 4096)
+    target = processor.tokenizer.encode(examples[0].target, add_special_tokens=False)
+    supervised = one["labels"][one["labels"] != IGNORE_INDEX].tolist()
+    assert supervised == target + [processor.tokenizer.eos_token_id]
+    assert one["input_ids"][-len(supervised):].tolist() == supervised
+    # A batch from one processor call equals the examples encoded one by one, row for row.
+    batch, lengths = encode_batch(processor, examples[:3])
+    width = max(lengths)
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape == (3, width)
+    singles = [encode_example(processor, e, 4096) for e in examples[:3]]
+    for r, single in enumerate(singles):
+        n = len(single["input_ids"])
+        assert batch["input_ids"][r, :n].tolist() == single["input_ids"].tolist()
+        assert batch["labels"][r, :n].tolist() == single["labels"].tolist()
+        assert batch["attention_mask"][r].sum() == n
+    assert torch.equal(batch["pixel_values"], torch.cat([s["pixel_values"] for s in singles]))
+    with pytest.raises(ValueError, match="max_length"):
+        encode_example(processor, examples[0], 16)
+    collator = SFTCollator(processor, max_length=lengths[0])
+    kept = collator(examples[:3])
+    assert set(collator.skipped) == {e.id for e, n in zip(examples[:3], lengths) if n > lengths[0]}
+    assert kept["input_ids"].shape[0] == 3 - len(collator.skipped)
+
+
+def test_sft_smoke_loss_falls_and_weights_change(tiny_qwen2_vl_dir: Path, synthetic_pairs: list[PreferencePair],
+                                                tmp_path: Path) -> None:
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_qwen2_vl_dir)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_qwen2_vl_dir)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    examples, _ = build_examples(synthetic_pairs, CONFIG, modes=("pairwise", "pointwise"))
+    config = SFTConfig(max_steps=24, learning_rate=3e-3, per_device_train_batch_size=8, logging_steps=4)
+    result = train_sft(model, processor, examples, config, tmp_path / "trainer", progress=False)
+    assert result.steps == 24
+    first, last = result.losses[0][1], result.losses[-1][1]
+    assert last < 0.7 * first, result.losses
+    changed = [name for name, p in model.named_parameters() if not torch.equal(before[name], p)]
+    assert len(changed) == len(before)  # vision tower and language model both learn
+
+
+# ----------------------------------------------------------------------------------------------- judge configs
+def test_judge_config_round_trips_through_a_model_folder(tmp_path: Path) -> None:
+    path = CONFIG.save_pretrained(tmp_path)
+    assert path.name == JUDGE_CONFIG_NAME
+    assert JudgeConfig.from_pretrained(tmp_path) == CONFIG
+    assert JudgeConfig.from_pretrained(tmp_path / "elsewhere") is None
+    path.write_text(json.dumps({**CONFIG.to_dict(), "critique_max_charz": 3}))
+    with pytest.raises(ValueError, match="critique_max_charz"):
+        JudgeConfig.from_pretrained(tmp_path)
+
+
+def test_cli_flags_override_the_models_config_and_unset_flags_keep_it() -> None:
+    parser = argparse.ArgumentParser()
+    add_judging_arguments(parser)
+    config = config_from_args(parser.parse_args([]), CONFIG)
+    assert config == CONFIG
+    config = config_from_args(parser.parse_args(["--critique-max-chars", "600", "--no-tie"]), CONFIG)
+    assert config.critique_max_chars == 600 and not config.allow_tie
+    assert config.prompt.system_template == "compact_system"
+    assert config_from_args(parser.parse_args([])) == JudgeConfig()
+
+
+# ----------------------------------------------------------------------------------------------- demo recipe
+@pytest.mark.slow
+def test_quick_demo_recipe_builds_a_judge_that_loads_and_judges(tmp_path: Path) -> None:
+    from training.demo_judge import QUICK, build_demo_judge
+
+    report = build_demo_judge(tmp_path / "judge", QUICK, progress=False)
+    for key in ("accuracy", "blind_accuracy", "position_consistency", "pointwise_agreement", "curve"):
+        assert key in report
+    assert report["parse_failures"] == 0
+    assert (tmp_path / "judge" / "learning_curve.png").stat().st_size > 0
+    judge = Judge.from_pretrained(str(tmp_path / "judge"), device="cpu")
+    assert judge.config.prompt.system_template == "compact_system"
+    pair = read_preferences(tmp_path / "judge" / "build" / "heldout" / "pairs.jsonl").pairs[0]
+    [result] = judge.judge([pair.to_item()])
+    assert result.ok and result.verdict in ("A", "B", "tie")
