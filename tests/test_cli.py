@@ -57,6 +57,16 @@ def test_usage_errors() -> None:
     assert _cli("--model", "x", "--input", "a.jsonl").returncode == 2  # batch without output
 
 
+def test_no_model_means_the_shipped_demo_judge(image: Path) -> None:
+    from critic.demo_judge import DEMO_JUDGE_DIR
+
+    result = _cli("--image", str(image), "--question", "What colour?", "--response-a", "Red.", "--response-b", "Blue.")
+    if (DEMO_JUDGE_DIR / "config.json").is_file():
+        assert result.returncode == 0 and "Verdict:" in result.stdout, result.stderr
+    else:  # no weights in this checkout: a usage error that says how to get them
+        assert result.returncode == 2 and "python -m training.demo_judge" in result.stderr
+
+
 def _write_items(path: Path, image: Path, n: int) -> list[str]:
     ids = []
     with open(path, "w") as handle:

@@ -193,3 +193,6 @@ def test_quick_demo_recipe_builds_a_judge_that_loads_and_judges(tmp_path: Path) 
     pair = read_preferences(tmp_path / "judge" / "build" / "heldout" / "pairs.jsonl").pairs[0]
     [result] = judge.judge([pair.to_item()])
     assert result.ok and result.verdict in ("A", "B", "tie")
+    from critic.demo import main as demo
+
+    assert demo(["--model", str(tmp_path / "judge"), "--limit", "6", "--show", "1"]) == 0
