@@ -64,6 +64,7 @@ class DemoRecipe:
     train_seed: int = 0
     heldout_seed: int = 1
     heldout_pairs: int = 300
+    heldout_max_objects: int = 4
     eval_pairs: int = 96
     eval_every: int = 300
     model_seed: int = 0
@@ -167,7 +168,8 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
         path = write_dataset(work / f"stage{k}", stage.pairs, seed=recipe.train_seed,
                              min_objects=stage.min_objects, max_objects=stage.max_objects)
         stage_pairs.append(read_preferences(path).pairs)
-    heldout = read_preferences(write_dataset(work / "heldout", recipe.heldout_pairs, seed=recipe.heldout_seed)).pairs
+    heldout = read_preferences(write_dataset(work / "heldout", recipe.heldout_pairs, seed=recipe.heldout_seed,
+                                             max_objects=recipe.heldout_max_objects)).pairs
     _log("training the tokenizer")
     tokenizer = train_tokenizer(_corpus([p for pairs in stage_pairs for p in pairs], config),
                                 recipe.spec.vocab_size, QWEN_SPECIAL_TOKENS)
