@@ -196,3 +196,11 @@ def test_quick_demo_recipe_builds_a_judge_that_loads_and_judges(tmp_path: Path) 
     from critic.demo import main as demo
 
     assert demo(["--model", str(tmp_path / "judge"), "--limit", "6", "--show", "1"]) == 0
+
+
+def test_a_recipe_whose_critique_budget_cannot_fit_the_context_is_refused() -> None:
+    from training.demo_judge import DemoRecipe
+
+    with pytest.raises(ValueError, match="no prompt would fit"):
+        replace(DemoRecipe(), critique_max_chars=500)
+    assert DemoRecipe().judge_config().critique_max_chars == 200

@@ -20,6 +20,7 @@ Steps (each with a progress bar or log line on stderr):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -71,12 +72,23 @@ class DemoRecipe:
     spec: TinySpec = field(default_factory=lambda: TinySpec(
         vocab_size=1000, hidden_size=128, intermediate_size=256, num_layers=4, num_heads=4, num_kv_heads=2,
         vision_depth=2, vision_width=128, vision_heads=4, min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16,
-        max_position_embeddings=1024))
+        max_position_embeddings=2048))
     learning_rate: float = 2e-3
     vision_learning_rate: float = 4e-3
     batch_size: int = 32
     critique_max_chars: int = 200
     modes: tuple[str, ...] = ("pairwise", "pointwise")
+    scene_in_critique: bool = False
+    """Start every critique with the whole scene's description ("Row 2, column 3: red circle. …"), so the checks
+    that follow can look the fact up in text; costs a longer critique (raise ``critique_max_chars``)."""
+
+    def __post_init__(self) -> None:
+        # The judge refuses items whose prompt plus worst-case output exceed the context (context_length errors),
+        # so a budget whose token cap does not fit would make every evaluation empty.
+        cap = self.judge_config().spec("pairwise").max_new_tokens
+        if cap + 256 > self.spec.max_position_embeddings:
+            raise ValueError(f"critique_max_chars {self.critique_max_chars} needs up to {cap} output tokens; with "
+                             f"max_position_embeddings {self.spec.max_position_embeddings} no prompt would fit")
 
     def judge_config(self) -> JudgeConfig:
         return JudgeConfig(critique_max_chars=self.critique_max_chars,
@@ -196,7 +208,9 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
     for k, (stage, pairs) in enumerate(zip(recipe.stages, stage_pairs)):
         examples: list[SFTExample] = []
         if stage.describe < 1.0:
-            examples, problems = build_examples(pairs, config, modes=recipe.modes, reserved=reserved)  # type: ignore[arg-type]
+            sources = [dataclasses.replace(p, observation=p.meta["description"]) for p in pairs] \
+                if recipe.scene_in_critique else pairs
+            examples, problems = build_examples(sources, config, modes=recipe.modes, reserved=reserved)  # type: ignore[arg-type]
             if problems:
                 _log(f"stage {k}: {len(problems)} pairs gave no example, e.g. {problems[0]}")
         if stage.describe > 0.0:

@@ -132,9 +132,8 @@ def encode_example(processor: Any, example: SFTExample, max_length: int) -> dict
     batch, [length] = encode_batch(processor, [example])
     if length > max_length:
         raise ValueError(f"{example.id}: {length} tokens, above max_length {max_length}")
-    return {k: (v[0] if k in ("input_ids", "labels", "attention_mask") or (v.dim() == 2 and v.shape[0] == 1
-                                                                             and v.shape[1] == length) else v)
-            for k, v in batch.items()}
+    # per-token tensors are [1, length]: drop the batch dimension; media tensors stay as the processor made them
+    return {k: (v[0] if v.dim() == 2 and v.shape == (1, length) else v) for k, v in batch.items()}
 
 
 class SFTDataset(torch.utils.data.Dataset):
