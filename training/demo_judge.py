@@ -78,6 +78,8 @@ class DemoRecipe:
     batch_size: int = 32
     critique_max_chars: int = 200
     modes: tuple[str, ...] = ("pairwise", "pointwise")
+    description: str = "rows"
+    """Description stages' target: "rows" ("Row 2, column 3: red circle.") or "cells" (every cell in order)."""
     scene_in_critique: bool = False
     """Start every critique with the whole scene's description ("Row 2, column 3: red circle. …"), so the checks
     that follow can look the fact up in text; costs a longer critique (raise ``critique_max_chars``)."""
@@ -112,6 +114,7 @@ def _corpus(pairs: list[PreferencePair], config: JudgeConfig) -> list[str]:
     texts += [f"{example.prompt.text}\n{example.target}" for example in examples]
     texts += ["system\nuser\nassistant\n", f"{DESCRIBE_SYSTEM}\n{DESCRIBE_QUESTION}"] * 200
     texts += [pair.meta.get("description", "") for pair in pairs[:2000]]
+    texts += [cell_listing(pair.meta["scene"], pair.meta["grid"]) for pair in pairs[:500] if "scene" in pair.meta]
     return texts + builtin_corpus(2000)
 
 
@@ -119,21 +122,30 @@ DESCRIBE_SYSTEM = "Describe the image."
 DESCRIBE_QUESTION = "List every object with its row and column."
 
 
-def description_examples(pairs: list[PreferencePair]) -> list[SFTExample]:
-    """One scene-description example per pair's image (the synthetic rows carry the canonical description)."""
+def cell_listing(scene: list[dict[str, Any]], grid: int) -> str:
+    """Every cell in reading order, "empty" or its object: one item per visual token, in the tokens' order."""
+    cells = {(o["row"], o["col"]): f"{o['colour']} {o['shape']}" for o in scene}
+    return ", ".join(cells.get((r, c), "empty") for r in range(grid) for c in range(grid)) + "."
+
+
+def description_examples(pairs: list[PreferencePair], style: str = "rows") -> list[SFTExample]:
+    """One scene-description example per pair's image: ``rows`` is the canonical description the synthetic rows
+    carry ("Row 2, column 3: red circle. …"), ``cells`` the cell-by-cell listing (:func:`cell_listing`)."""
     out = []
     for pair in pairs:
         image = load_image(pair.images[0])
         prompt = ChatPrompt(system=DESCRIBE_SYSTEM, text=DESCRIBE_QUESTION, images=(image,))
-        out.append(SFTExample(f"{pair.id}/describe", prompt, pair.meta["description"], "pairwise", "", "describe"))
+        target = (cell_listing(pair.meta["scene"], pair.meta["grid"]) if style == "cells"
+                  else pair.meta["description"])
+        out.append(SFTExample(f"{pair.id}/describe", prompt, target, "pairwise", "", "describe"))
     return out
 
 
-def description_exactness(model: Any, processor: Any, pairs: list[PreferencePair]) -> float:
+def description_exactness(model: Any, processor: Any, pairs: list[PreferencePair], style: str = "rows") -> float:
     """Share of held-out scenes whose greedy description is exactly right (unconstrained generation)."""
     import torch
 
-    examples = description_examples(pairs)
+    examples = description_examples(pairs, style)
     tokenizer = processor.tokenizer
     tokenizer.padding_side = "left"
     inputs = processor(text=[render_prompt(processor, e.prompt) for e in examples],
@@ -203,7 +215,7 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
         blind = _accuracy(net, processor, config, subset, blind=True)
         return {"accuracy": seen["accuracy"], "blind_accuracy": blind["accuracy"],
                 "position_consistency": seen["position_consistency"],
-                "description_exact": description_exactness(net, processor, subset[:32])}
+                "description_exact": description_exactness(net, processor, subset[:32], recipe.description)}
 
     for k, (stage, pairs) in enumerate(zip(recipe.stages, stage_pairs)):
         examples: list[SFTExample] = []
@@ -215,7 +227,7 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
                 _log(f"stage {k}: {len(problems)} pairs gave no example, e.g. {problems[0]}")
         if stage.describe > 0.0:
             wanted = len(pairs) if stage.describe >= 1.0 else round(len(examples) * stage.describe / (1 - stage.describe))
-            examples += description_examples(pairs[:wanted])
+            examples += description_examples(pairs[:wanted], recipe.description)
         _log(f"stage {k}: {stage.min_objects}-{stage.max_objects} objects, {len(examples)} examples, "
              f"{stage.steps} steps")
         sft = SFTConfig(max_steps=stage.steps, learning_rate=recipe.learning_rate,
