@@ -16,10 +16,9 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from typing import Any
 
-from critic.engines.base import SamplingConfig
-from critic.prompting import PromptConfig
 from critic.types import JudgeItem, JudgeResult
 
 
@@ -105,34 +104,18 @@ def config_from_args(args: argparse.Namespace, base: Any = None) -> Any:
 
     base = base or JudgeConfig()
 
-    def pick(value: Any, default: Any) -> Any:
-        return default if value is None else value
+    def given(**flags: Any) -> dict[str, Any]:  # only the flags the user set; the rest stay as in ``base``
+        return {name: value for name, value in flags.items() if value is not None}
 
-    prompt, sampling = base.prompt, base.sampling
-    return JudgeConfig(
-        mode=pick(args.mode, base.mode),
-        swap=base.swap and not args.no_swap,
-        allow_tie=base.allow_tie and not args.no_tie,
-        scale_min=pick(args.scale_min, base.scale_min),
-        scale_max=pick(args.scale_max, base.scale_max),
-        style=pick(args.style, base.style),
-        critique_max_chars=pick(args.critique_max_chars, base.critique_max_chars),
-        prompt=PromptConfig(
-            system_template=pick(args.system_template, prompt.system_template),
-            pairwise_template=pick(args.pairwise_template, prompt.pairwise_template),
-            pointwise_template=pick(args.pointwise_template, prompt.pointwise_template),
-            image_pairwise_template=prompt.image_pairwise_template,
-            image_pointwise_template=prompt.image_pointwise_template,
-            rubric=pick(args.rubric, prompt.rubric),
-            max_response_chars=pick(args.max_response_chars, prompt.max_response_chars),
-            max_question_chars=prompt.max_question_chars,
-            num_frames=pick(args.num_frames, prompt.num_frames),
-            max_pixels=prompt.max_pixels,
-        ),
-        sampling=SamplingConfig(temperature=pick(args.temperature, sampling.temperature),
-                                top_p=pick(args.top_p, sampling.top_p), seed=pick(args.seed, sampling.seed),
-                                max_new_tokens=sampling.max_new_tokens),
-    )
+    prompt = replace(base.prompt, **given(
+        system_template=args.system_template, pairwise_template=args.pairwise_template,
+        pointwise_template=args.pointwise_template, rubric=args.rubric, max_response_chars=args.max_response_chars,
+        num_frames=args.num_frames))
+    sampling = replace(base.sampling, **given(temperature=args.temperature, top_p=args.top_p, seed=args.seed))
+    return replace(base, swap=base.swap and not args.no_swap, allow_tie=base.allow_tie and not args.no_tie,
+                   prompt=prompt, sampling=sampling, **given(
+                       mode=args.mode, scale_min=args.scale_min, scale_max=args.scale_max, style=args.style,
+                       critique_max_chars=args.critique_max_chars))
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
