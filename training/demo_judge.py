@@ -40,6 +40,7 @@ from critic.tiny import QWEN_SPECIAL_TOKENS, TinySpec, build_tiny_model, builtin
 from training.sft import SFTConfig, save_judge, train_sft
 from training.sft_data import SFTExample, build_examples
 from training.synthetic import write_dataset
+from training.vision_pretrain import VisionPretrainConfig, pretrain_vision
 
 
 @dataclass(frozen=True)
@@ -55,26 +56,32 @@ class Stage:
     steps: int
     pairs: int
     describe: float = 0.0
+    answer: float = 0.0
+    """Share of short-answer examples (the question answered with the image's fact, "The circle is blue."; 1.0:
+    an answer-only alignment stage): it teaches the language model to find the asked-about object among the
+    visual tokens with a short target, before the critique has to do it."""
 
 
 @dataclass(frozen=True)
 class DemoRecipe:
     """Everything that decides the demo judge."""
 
-    stages: tuple[Stage, ...] = (Stage(1, 4, 500, 8000, describe=1.0), Stage(1, 4, 1300, 6000, describe=0.3))
+    stages: tuple[Stage, ...] = (Stage(1, 4, 3000, 30000, answer=1.0), Stage(1, 4, 3000, 20000, answer=0.25))
+    vision: VisionPretrainConfig | None = field(default_factory=lambda: VisionPretrainConfig(align_to_words=True))
+    """Per-cell pre-training of the vision tower before any SFT (:mod:`training.vision_pretrain`); None skips it."""
     train_seed: int = 0
     heldout_seed: int = 1
     heldout_pairs: int = 300
     heldout_max_objects: int = 4
     eval_pairs: int = 96
-    eval_every: int = 300
+    eval_every: int = 500
     model_seed: int = 0
     spec: TinySpec = field(default_factory=lambda: TinySpec(
         vocab_size=1000, hidden_size=128, intermediate_size=256, num_layers=4, num_heads=4, num_kv_heads=2,
         vision_depth=2, vision_width=128, vision_heads=4, min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16,
         max_position_embeddings=2048))
     learning_rate: float = 2e-3
-    vision_learning_rate: float = 4e-3
+    vision_learning_rate: float = 5e-4
     batch_size: int = 32
     critique_max_chars: int = 200
     modes: tuple[str, ...] = ("pairwise", "pointwise")
@@ -85,6 +92,9 @@ class DemoRecipe:
     that follow can look the fact up in text; costs a longer critique (raise ``critique_max_chars``)."""
 
     def __post_init__(self) -> None:
+        for stage in self.stages:
+            if stage.describe < 0 or stage.answer < 0 or stage.describe + stage.answer > 1:
+                raise ValueError(f"a stage's describe and answer shares must be >= 0 and sum to <= 1: {stage}")
         # The judge refuses items whose prompt plus worst-case output exceed the context (context_length errors),
         # so a budget whose token cap does not fit would make every evaluation empty.
         cap = self.judge_config().spec("pairwise").max_new_tokens
@@ -97,9 +107,10 @@ class DemoRecipe:
                            prompt=PromptConfig(system_template="compact_system"))
 
 
-QUICK = DemoRecipe(stages=(Stage(1, 2, 10, 64, describe=1.0), Stage(1, 2, 20, 64, describe=0.3)), heldout_pairs=16,
-                   eval_pairs=16,
-                   eval_every=20, batch_size=8)
+QUICK = DemoRecipe(stages=(Stage(1, 2, 10, 64, answer=1.0), Stage(1, 2, 20, 64, describe=0.2, answer=0.2)), heldout_pairs=16,
+                   eval_pairs=16, eval_every=20, batch_size=8,
+                   vision=VisionPretrainConfig(steps=10, batch_size=8, heldout_scenes=16, eval_every=5,
+                                               align_to_words=True))
 
 
 def _log(message: str) -> None:
@@ -112,13 +123,14 @@ def _corpus(pairs: list[PreferencePair], config: JudgeConfig) -> list[str]:
     examples, _ = build_examples(pairs[:2000], config, modes=("pairwise", "pointwise"))
     texts = [example.prompt.system for example in examples[:50]]
     texts += [f"{example.prompt.text}\n{example.target}" for example in examples]
-    texts += ["system\nuser\nassistant\n", f"{DESCRIBE_SYSTEM}\n{DESCRIBE_QUESTION}"] * 200
+    texts += ["system\nuser\nassistant\n", f"{DESCRIBE_SYSTEM}\n{DESCRIBE_QUESTION}", ANSWER_SYSTEM] * 200
     texts += [pair.meta.get("description", "") for pair in pairs[:2000]]
     texts += [cell_listing(pair.meta["scene"], pair.meta["grid"]) for pair in pairs[:500] if "scene" in pair.meta]
     return texts + builtin_corpus(2000)
 
 
 DESCRIBE_SYSTEM = "Describe the image."
+ANSWER_SYSTEM = "Answer the question."
 DESCRIBE_QUESTION = "List every object with its row and column."
 
 
@@ -141,17 +153,45 @@ def description_examples(pairs: list[PreferencePair], style: str = "rows") -> li
     return out
 
 
+def answer_examples(pairs: list[PreferencePair]) -> list[SFTExample]:
+    """One short-answer example per pair: the question, answered with the image's fact (``meta.observation``).
+    Hallucination pairs are left out: their question ("Name one object") has no single right answer."""
+    out = []
+    for pair in pairs:
+        if pair.category == "hallucination" or "observation" not in pair.meta:
+            continue
+        prompt = ChatPrompt(system=ANSWER_SYSTEM, text=pair.question, images=(load_image(pair.images[0]),))
+        out.append(SFTExample(f"{pair.id}/answer", prompt, pair.meta["observation"], "pairwise", "", pair.category))
+    return out
+
+
+def answer_exactness(model: Any, processor: Any, pairs: list[PreferencePair], blind: bool = False) -> float:
+    """Share of held-out questions whose greedy short answer is exactly the image's fact."""
+    examples = answer_examples(pairs)
+    if blind:
+        examples = [dataclasses.replace(e, prompt=dataclasses.replace(
+            e.prompt, images=(e.prompt.images[0].point(lambda _: 255),))) for e in examples]
+    return _exact(model, processor, examples, max_new_tokens=24)
+
+
 def description_exactness(model: Any, processor: Any, pairs: list[PreferencePair], style: str = "rows") -> float:
     """Share of held-out scenes whose greedy description is exactly right (unconstrained generation)."""
+    return _exact(model, processor, description_examples(pairs, style), max_new_tokens=80)
+
+
+def _exact(model: Any, processor: Any, examples: list[SFTExample], max_new_tokens: int) -> float:
+    """Share of examples whose greedy, unconstrained generation is exactly the target."""
     import torch
 
-    examples = description_examples(pairs, style)
+    if not examples:
+        return 0.0
     tokenizer = processor.tokenizer
     tokenizer.padding_side = "left"
     inputs = processor(text=[render_prompt(processor, e.prompt) for e in examples],
                        images=[e.prompt.images[0] for e in examples], padding=True, return_tensors="pt")
     with torch.inference_mode():
-        out = model.generate(**inputs, max_new_tokens=80, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
     texts = tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     return sum(t.strip() == e.target for t, e in zip(texts, examples)) / max(len(examples), 1)
 
@@ -205,29 +245,42 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
     model = AutoModelForImageTextToText.from_pretrained(model_dir)
     n_params = sum(p.numel() for p in model.parameters())
     _log(f"model: {n_params / 1e6:.2f}M parameters")
+    vision_curve: list[dict[str, Any]] = []
+    if recipe.vision is not None:
+        _log(f"pre-training the vision tower on per-cell labels ({recipe.vision.steps} steps)")
+        vision_curve = pretrain_vision(model, processor, recipe.vision, progress=progress)
     subset = heldout[: recipe.eval_pairs]
     reserved = TransformersEngine(model, processor).reserved_strings()
     curve: list[dict[str, Any]] = []
-    steps_done, minutes_done = 0, 0.0
+    # The curve's clock includes the vision pre-training, so it reads as minutes since the build began training.
+    steps_done, minutes_done = 0, (vision_curve[-1]["seconds"] / 60 if vision_curve else 0.0)
 
     def evaluate_fn(net: Any) -> dict[str, Any]:
         seen = _accuracy(net, processor, config, subset, blind=False)
         blind = _accuracy(net, processor, config, subset, blind=True)
-        return {"accuracy": seen["accuracy"], "blind_accuracy": blind["accuracy"],
-                "position_consistency": seen["position_consistency"],
-                "description_exact": description_exactness(net, processor, subset[:32], recipe.description)}
+        record = {"accuracy": seen["accuracy"], "blind_accuracy": blind["accuracy"],
+                  "position_consistency": seen["position_consistency"], "per_category": seen["per_category"]}
+        if any(stage.answer > 0 for stage in recipe.stages):
+            record["answer_exact"] = answer_exactness(net, processor, subset)
+        if any(stage.describe > 0 for stage in recipe.stages):
+            record["description_exact"] = description_exactness(net, processor, subset[:32], recipe.description)
+        return record
 
     for k, (stage, pairs) in enumerate(zip(recipe.stages, stage_pairs)):
         examples: list[SFTExample] = []
-        if stage.describe < 1.0:
+        if stage.describe + stage.answer < 1.0:
             sources = [dataclasses.replace(p, observation=p.meta["description"]) for p in pairs] \
                 if recipe.scene_in_critique else pairs
             examples, problems = build_examples(sources, config, modes=recipe.modes, reserved=reserved)  # type: ignore[arg-type]
             if problems:
                 _log(f"stage {k}: {len(problems)} pairs gave no example, e.g. {problems[0]}")
-        if stage.describe > 0.0:
-            wanted = len(pairs) if stage.describe >= 1.0 else round(len(examples) * stage.describe / (1 - stage.describe))
-            examples += description_examples(pairs[:wanted], recipe.description)
+        critiques = len(examples)
+        for share, make in ((stage.describe, lambda chosen: description_examples(chosen, recipe.description)),
+                            (stage.answer, answer_examples)):
+            if share > 0.0:
+                # A share of the stage's examples: all pairs for a pure stage, else relative to the critiques.
+                wanted = len(pairs) if share >= 1.0 else round(critiques * share / (1 - stage.describe - stage.answer))
+                examples += make(pairs[:wanted])
         _log(f"stage {k}: {stage.min_objects}-{stage.max_objects} objects, {len(examples)} examples, "
              f"{stage.steps} steps")
         sft = SFTConfig(max_steps=stage.steps, learning_rate=recipe.learning_rate,
@@ -254,7 +307,7 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
         "position_consistency": final.position_consistency, "parse_failures": final.parse_failures,
         "ece": final.ece, "blind_accuracy": blind.accuracy,
         "pointwise_agreement": pointwise_agreement(judge, heldout),
-        "curve": curve, "recipe": _jsonable(asdict(recipe)),
+        "curve": curve, "vision_curve": vision_curve, "recipe": _jsonable(asdict(recipe)),
     }
     (out / "demo_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     plot_curve(curve, out / "learning_curve.png")

@@ -1,0 +1,89 @@
+"""Vision pre-training of the demo judge, and the short-answer alignment examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from critic.preferences import PreferencePair, read_preferences
+from critic.tiny import QWEN_SPECIAL_TOKENS, TinySpec, build_tiny_model, train_tokenizer
+from training.demo_judge import ANSWER_SYSTEM, answer_examples
+from training.synthetic import write_dataset
+from training.synthetic_scenes import COLOURS, SHAPES
+from training.vision_pretrain import VisionPretrainConfig, cell_labels, pretrain_vision
+
+SPEC = TinySpec(vocab_size=400, hidden_size=64, intermediate_size=128, num_layers=1, num_heads=2, num_kv_heads=1,
+                vision_depth=1, vision_width=64, vision_heads=2, min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16,
+                max_position_embeddings=512)
+
+
+@pytest.fixture(scope="session")
+def cell_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen2-VL whose 28-pixel cells are one visual token each, with colour and shape words as tokens."""
+    words = " ".join(list(COLOURS) + list(SHAPES))
+    tokenizer = train_tokenizer([f"The {words}."] * 200, SPEC.vocab_size, QWEN_SPECIAL_TOKENS)
+    return build_tiny_model(tmp_path_factory.mktemp("cells"), "qwen2_vl", seed=0, spec=SPEC, tokenizer=tokenizer)
+
+
+def test_cell_labels_follow_the_token_order() -> None:
+    scene = [{"row": 0, "col": 1, "colour": "blue", "shape": "cross"},
+             {"row": 3, "col": 2, "colour": "red", "shape": "circle"}]
+    labels = cell_labels([scene], grid=4)
+    assert labels["colour"].tolist() == [0, 1 + list(COLOURS).index("blue")] + [0] * 12 + \
+        [1 + list(COLOURS).index("red"), 0]
+    assert labels["shape"][1] == 1 + SHAPES.index("cross") and labels["shape"][14] == 1 + SHAPES.index("circle")
+    assert labels["row"].tolist() == [r for r in range(4) for _ in range(4)]
+    assert labels["column"].tolist() == list(range(4)) * 4
+
+
+@pytest.mark.parametrize("align", [False, True])
+def test_pretraining_teaches_the_tower_colour_and_shape(cell_model_dir: Path, align: bool) -> None:
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    torch.manual_seed(0)
+    processor = AutoProcessor.from_pretrained(cell_model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(cell_model_dir)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if "visual" in n}
+    llm = {n: p.detach().clone() for n, p in model.named_parameters() if "visual" not in n}
+    config = VisionPretrainConfig(steps=60, batch_size=16, heldout_scenes=64, eval_every=30, align_to_words=align)
+    curve = pretrain_vision(model, processor, config, progress=False)
+    assert [r["step"] for r in curve] == [30, 60]
+    # Chance is 1/6 for colour and 1/4 for shape; the measured run reaches ~1.0 in 50 steps on a wider tower.
+    assert curve[-1]["colour"] > 0.6 and curve[-1]["shape"] > 0.5, curve[-1]
+    assert all(not torch.equal(before[n], p) for n, p in model.named_parameters() if n in before)
+    # Only the tower learns: the language model (and its word embeddings, when aligned to them) is untouched.
+    assert all(torch.equal(llm[n], p) for n, p in model.named_parameters() if n in llm)
+
+
+def test_a_layout_without_one_token_per_cell_is_refused(cell_model_dir: Path) -> None:
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(cell_model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(cell_model_dir)
+    with pytest.raises(ValueError, match="one merged token per cell"):
+        pretrain_vision(model, processor, VisionPretrainConfig(steps=1, batch_size=2, cell=14, heldout_scenes=2),
+                        progress=False)
+
+
+def test_alignment_needs_single_token_words(tmp_path: Path) -> None:
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    tokenizer = train_tokenizer(["a bad cab"] * 50, 300, QWEN_SPECIAL_TOKENS)  # no colour word is one token
+    folder = build_tiny_model(tmp_path, "qwen2_vl", seed=0, spec=SPEC, tokenizer=tokenizer)
+    processor = AutoProcessor.from_pretrained(folder)
+    model = AutoModelForImageTextToText.from_pretrained(folder)
+    with pytest.raises(ValueError, match="one token"):
+        pretrain_vision(model, processor, VisionPretrainConfig(steps=1, batch_size=2, heldout_scenes=2,
+                                                               align_to_words=True), progress=False)
+
+
+def test_answer_examples_state_the_fact_and_skip_hallucination(tmp_path: Path) -> None:
+    pairs: list[PreferencePair] = read_preferences(write_dataset(tmp_path, 60, seed=0)).pairs
+    examples = answer_examples(pairs)
+    kept = [p for p in pairs if p.category != "hallucination"]
+    assert len(examples) == len(kept) and 0 < len(kept) < len(pairs)
+    for example, pair in zip(examples, kept):
+        assert example.target == pair.meta["observation"] and example.prompt.system == ANSWER_SYSTEM
+        assert example.prompt.text == pair.question and len(example.prompt.images) == 1

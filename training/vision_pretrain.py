@@ -1,0 +1,192 @@
+"""Vision pre-training for the demo judge: teach a from-scratch vision tower to see the synthetic scenes.
+
+Real judges start from a vision encoder that was pre-trained on images; the demo judge starts from random weights.
+Measured on the demo recipe's model (1.6M parameters, 2 CPU cores):
+
+* critique SFT alone did not teach the tower to find the asked-about object: after 2,000 steps (27 minutes) the
+  judge was at 61% held-out accuracy, and a cell-by-cell scene read-out through the language model named the right
+  colour or shape for only 35% of cells after 400 steps;
+* the dense per-cell signal of this module (every visual token is classified, 16 labels per image) takes the same
+  tower to 100% colour and shape and 99% row and column accuracy on held-out scenes in about 250 steps (40 s).
+
+So the demo recipe pre-trains the tower here first, then trains the language model to read it through critique SFT.
+
+Each merged visual token of a Qwen2-VL-family model covers one 28-pixel cell of the scene, in row-major order
+(:func:`training.synthetic_scenes.draw_scene` aligns the cells), and four linear heads on the token predict the
+cell's colour (or empty), shape (or empty), row and column. The heads are thrown away afterwards; the tower and its
+merger keep what they learned. Training scenes come from the training seed's own share of the scene space and the
+held-out check from another seed's (see :class:`training.synthetic_scenes.SceneSpace`), so no held-out scene is seen.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from training.synthetic_scenes import COLOURS, SHAPES, Scene, SceneSpace, draw_scene
+
+LABELS = ("colour", "shape", "row", "column")
+
+
+@dataclass(frozen=True)
+class VisionPretrainConfig:
+    """Knobs of the per-cell pre-training (defaults: the demo recipe's)."""
+
+    steps: int = field(default=300, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=32, metadata={"help": "scenes per step"})
+    learning_rate: float = field(default=3e-3, metadata={"help": "AdamW learning rate"})
+    max_objects: int = field(default=4, metadata={"help": "scenes have 1..max_objects objects"})
+    grid: int = field(default=4, metadata={"help": "cells per side"})
+    cell: int = field(default=28, metadata={"help": "cell size in pixels (one merged visual token)"})
+    seed: int = field(default=0, metadata={"help": "scene-space seed of the training scenes"})
+    heldout_seed: int = field(default=1, metadata={"help": "scene-space seed of the held-out check"})
+    heldout_scenes: int = field(default=256, metadata={"help": "scenes in the held-out check"})
+    eval_every: int = field(default=50, metadata={"help": "steps between held-out checks"})
+    align_to_words: bool = field(default=False, metadata={
+        "help": "score colour and shape by cosine similarity with the language model's embeddings of their words"})
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.max_objects < 1:
+            raise ValueError("steps, batch_size and max_objects must be >= 1")
+        if self.seed == self.heldout_seed:
+            raise ValueError("the held-out seed must differ from the training seed")
+
+
+def cell_labels(scenes: list[Scene], grid: int) -> dict[str, torch.Tensor]:
+    """Per-cell targets in token order: colour and shape indices (0 = empty cell), row and column."""
+    cells = grid * grid
+    colour = torch.zeros(len(scenes), cells, dtype=torch.long)
+    shape = torch.zeros(len(scenes), cells, dtype=torch.long)
+    for i, scene in enumerate(scenes):
+        for obj in scene:
+            index = obj["row"] * grid + obj["col"]
+            colour[i, index] = 1 + list(COLOURS).index(obj["colour"])
+            shape[i, index] = 1 + SHAPES.index(obj["shape"])
+    where = torch.arange(cells)
+    return {"colour": colour.view(-1), "shape": shape.view(-1),
+            "row": (where // grid).repeat(len(scenes)), "column": (where % grid).repeat(len(scenes))}
+
+
+def _visual_tokens(model: Any, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
+    """The merged visual tokens (one row per token, images concatenated) as the language model receives them."""
+    output = model.get_image_features(pixel_values=pixel_values, image_grid_thw=grid_thw)
+    features = getattr(output, "pooler_output", output)
+    return torch.cat(list(features)) if isinstance(features, (tuple, list)) else features
+
+
+class _WordHead(torch.nn.Module):
+    """A classifier whose class vectors are the language model's (frozen, copied) embeddings of the class words,
+    plus a learned vector for "empty": training it pulls each visual token towards the embeddings of the words that
+    name it, so the language model later sees a red circle's token near the tokens " red" and " circle"."""
+
+    def __init__(self, words: torch.Tensor, scale: float = 10.0) -> None:
+        super().__init__()
+        self.register_buffer("words", torch.nn.functional.normalize(words.detach().clone(), dim=-1))
+        self.empty = torch.nn.Parameter(torch.randn(words.shape[-1]) * words.shape[-1] ** -0.5)
+        self.scale = scale
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        classes = torch.cat([torch.nn.functional.normalize(self.empty, dim=-1)[None], self.words])
+        return self.scale * torch.nn.functional.normalize(tokens, dim=-1) @ classes.T
+
+
+def _word_vectors(model: Any, processor: Any, words: list[str]) -> torch.Tensor:
+    tokenizer = getattr(processor, "tokenizer", processor)
+    ids = []
+    for word in words:
+        encoded = tokenizer.encode(" " + word, add_special_tokens=False)
+        if len(encoded) != 1:
+            raise ValueError(f"align_to_words needs ' {word}' to be one token; the tokenizer gives {encoded}")
+        ids.append(encoded[0])
+    return model.get_input_embeddings().weight[ids]
+
+
+class _Scenes:
+    """Draws random scenes of one seed's share of the space, with 1..max_objects objects."""
+
+    def __init__(self, config: VisionPretrainConfig, seed: int, rng_seed: int) -> None:
+        self.config, self.seed = config, seed
+        self.spaces = [SceneSpace(config.grid, k) for k in range(1, config.max_objects + 1)]
+        self.rng = random.Random(rng_seed)
+
+    def batch(self, processor: Any, n: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        scenes = [self.rng.choice(self.spaces).sample(self.rng, self.seed) for _ in range(n)]
+        images = [draw_scene(scene, self.config.grid, self.config.cell) for scene in scenes]
+        inputs = processor.image_processor(images=images, return_tensors="pt")
+        return dict(inputs), cell_labels(scenes, self.config.grid)
+
+
+def _check_layout(tokens: torch.Tensor, n_images: int, cells: int) -> None:
+    if tokens.shape[0] != n_images * cells:
+        raise ValueError(f"expected {cells} visual tokens per image (one per cell), got {tokens.shape[0] / n_images:g}:"
+                         " the processor's pixel limits or the cell size do not give one merged token per cell")
+
+
+def pretrain_vision(model: Any, processor: Any, config: VisionPretrainConfig = VisionPretrainConfig(), *,
+                    progress: bool = True) -> list[dict[str, Any]]:
+    """Train ``model``'s vision tower and merger in place; return the held-out per-cell accuracy curve.
+
+    Each record has ``step``, ``seconds``, ``loss`` and one accuracy per label in :data:`LABELS` (colour and shape
+    over occupied cells, ``empty`` over empty cells, row and column over occupied cells)."""
+    cells = config.grid * config.grid
+    width = _visual_tokens(model, *_example_inputs(processor, config)).shape[-1]
+    generator = torch.Generator().manual_seed(config.seed)
+    heads = torch.nn.ModuleDict({
+        "colour": torch.nn.Linear(width, 1 + len(COLOURS)), "shape": torch.nn.Linear(width, 1 + len(SHAPES)),
+        "row": torch.nn.Linear(width, config.grid), "column": torch.nn.Linear(width, config.grid)})
+    with torch.no_grad():
+        for head in heads.values():
+            head.weight.copy_(torch.randn(head.weight.shape, generator=generator) * width ** -0.5)
+    if config.align_to_words:
+        heads["colour"] = _WordHead(_word_vectors(model, processor, list(COLOURS)))
+        heads["shape"] = _WordHead(_word_vectors(model, processor, list(SHAPES)))
+    tower = [p for name, p in model.named_parameters() if "visual" in name or "vision" in name]
+    if not tower:
+        raise ValueError("the model has no vision-tower parameters (named 'visual' or 'vision')")
+    optimizer = torch.optim.AdamW(tower + list(heads.parameters()), lr=config.learning_rate)
+    train, heldout = _Scenes(config, config.seed, config.seed), _Scenes(config, config.heldout_seed, 1_000_003)
+    check_inputs, check_labels = heldout.batch(processor, config.heldout_scenes)
+    curve: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    was_training = model.training
+    model.train()
+    for step in range(1, config.steps + 1):
+        inputs, labels = train.batch(processor, config.batch_size)
+        tokens = _visual_tokens(model, inputs["pixel_values"], inputs["image_grid_thw"])
+        _check_layout(tokens, config.batch_size, cells)
+        loss = sum(torch.nn.functional.cross_entropy(heads[k](tokens), labels[k]) for k in LABELS)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % config.eval_every == 0 or step == config.steps:
+            record = {"step": step, "seconds": time.perf_counter() - start, "loss": loss.item(),
+                      **_accuracy(model, heads, check_inputs, check_labels)}
+            curve.append(record)
+            if progress:
+                print("[vision] " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                              for k, v in record.items()), file=sys.stderr, flush=True)
+    model.train(was_training)
+    return curve
+
+
+def _example_inputs(processor: Any, config: VisionPretrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    inputs = processor.image_processor(images=[draw_scene([], config.grid, config.cell)], return_tensors="pt")
+    return inputs["pixel_values"], inputs["image_grid_thw"]
+
+
+@torch.no_grad()
+def _accuracy(model: Any, heads: torch.nn.ModuleDict, inputs: dict[str, torch.Tensor],
+              labels: dict[str, torch.Tensor]) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    tokens = _visual_tokens(model, inputs["pixel_values"], inputs["image_grid_thw"])
+    model.train(was_training)
+    occupied = labels["colour"] > 0
+    out = {k: float((heads[k](tokens).argmax(-1) == labels[k])[occupied].float().mean()) for k in LABELS}
+    out["empty"] = float((heads["colour"](tokens).argmax(-1)[~occupied] == 0).float().mean())
+    return out
