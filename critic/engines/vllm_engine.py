@@ -34,6 +34,7 @@ from critic.engines.tokenizer_utils import (
     MissingNode,
     VerdictTokens,
     node_options_regex,
+    render_prompt,
     trie_probabilities,
 )
 from critic.spec import OutputSpec
@@ -126,17 +127,7 @@ class VLLMEngine(LocalModelEngine):
 
     # ------------------------------------------------------------------ requests
     def _vllm_prompt(self, prompt: ChatPrompt, suffix: str = "") -> dict[str, Any]:
-        data: dict[str, Any] = {"prompt": self._render(prompt) + suffix}
-        media: dict[str, Any] = {}
-        if prompt.images:
-            media["image"] = list(prompt.images)
-        if prompt.video:
-            import numpy as np
-
-            media["video"] = np.stack([np.asarray(frame) for frame in prompt.video])  # [frames, H, W, 3]
-        if media:
-            data["multi_modal_data"] = media
-        return data
+        return vllm_prompt(self.processor, prompt, suffix)
 
     def _params(self, spec: OutputSpec, sampling: SamplingConfig, regex: str | None = None, max_tokens: int | None = None) -> Any:
         from vllm.sampling_params import StructuredOutputsParams
@@ -239,6 +230,23 @@ class VLLMEngine(LocalModelEngine):
     def close(self) -> None:
         self.llm = None  # vLLM shuts its workers down when the LLM is garbage-collected
 
+
+
+def vllm_prompt(processor: Any, prompt: ChatPrompt, suffix: str = "") -> dict[str, Any]:
+    """The ``llm.generate`` input for a chat prompt: the text as the model's chat template renders it (plus
+    ``suffix``, text the assistant turn already holds), images in ``multi_modal_data`` and video frames as one array.
+    Shared by the judge engine and the test-time-scaling policy (:class:`scaling.policy.VLLMPolicy`)."""
+    data: dict[str, Any] = {"prompt": render_prompt(processor, prompt) + suffix}
+    media: dict[str, Any] = {}
+    if prompt.images:
+        media["image"] = list(prompt.images)
+    if prompt.video:
+        import numpy as np
+
+        media["video"] = np.stack([np.asarray(frame) for frame in prompt.video])  # [frames, H, W, 3]
+    if media:
+        data["multi_modal_data"] = media
+    return data
 
 
 def _cpu_build() -> bool:
