@@ -19,10 +19,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tqdm import tqdm
 
@@ -173,6 +173,29 @@ def completed_ids(output: Path, retry_kinds: frozenset[str] = RETRY_KINDS) -> se
     return ids
 
 
+RowT = TypeVar("RowT")
+
+
+def pending_rows(rows: Iterable[RowT], output_path: Path, summary: BatchSummary) -> list[RowT]:
+    """The rows (anything with an ``item_id``) still to do: ids already in ``output_path`` are skipped and repeated
+    ids dropped, both counted in ``summary`` (shared by every resumable command)."""
+    done = completed_ids(output_path)
+    seen: set[str] = set()
+    pending: list[RowT] = []
+    for row in rows:
+        summary.total += 1
+        item_id = row.item_id  # type: ignore[attr-defined]
+        if item_id in seen:
+            summary.duplicates.append(item_id)
+            continue
+        seen.add(item_id)
+        if item_id in done:
+            summary.skipped += 1
+        else:
+            pending.append(row)
+    return pending
+
+
 def run_batch(
     judge: Judge, input_path: str | Path, output_path: str | Path, *, chunk_size: int = 16, progress: bool = True
 ) -> BatchSummary:
@@ -181,19 +204,7 @@ def run_batch(
     if not input_path.is_file():
         raise FileNotFoundError(f"input file {str(input_path)!r} does not exist")
     summary = BatchSummary()
-    done = completed_ids(output_path)
-    seen: set[str] = set()
-    pending: list[BatchRow] = []
-    for row in read_rows(input_path):
-        summary.total += 1
-        if row.item_id in seen:
-            summary.duplicates.append(row.item_id)
-            continue
-        seen.add(row.item_id)
-        if row.item_id in done:
-            summary.skipped += 1
-        else:
-            pending.append(row)
+    pending = pending_rows(read_rows(input_path), output_path, summary)
     written = judge_rows(judge, pending, output_path, chunk_size=chunk_size, progress=progress)
     summary.done, summary.errors, summary.parse_failures = written.done, written.errors, written.parse_failures
     return summary
