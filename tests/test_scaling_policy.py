@@ -264,10 +264,13 @@ def test_openai_failures_stay_with_their_item(fake_chat, tmp_path: Path) -> None
 # ---------------------------------------------------------------------------------------------------- vLLM
 @pytest.fixture(scope="module")
 def llm(tiny_qwen2_vl_dir: Path):  # noqa: ANN201 - vllm.LLM
-    vllm = pytest.importorskip("vllm", reason="vLLM is not installed")
-    # As in test_judge_vllm: float32 like the transformers engine, 10% of RAM for the KV cache, no compilation.
-    engine = vllm.LLM(model=str(tiny_qwen2_vl_dir), dtype="float32", gpu_memory_utilization=0.1, max_model_len=4096,
-                      seed=0, enforce_eager=True, limit_mm_per_prompt={"image": 4, "video": 1})
+    pytest.importorskip("vllm", reason="vLLM is not installed")
+    from critic.engines.vllm_engine import VLLMEngine
+
+    # As in test_judge_vllm: float32 like the transformers engine, no compilation; built through from_pretrained so
+    # the CPU defaults (KV-cache share, whole prefills for seeded requests) are the ones users get.
+    engine = VLLMEngine.from_pretrained(str(tiny_qwen2_vl_dir), dtype="float32", max_model_len=4096,
+                                        enforce_eager=True).llm
     yield engine
     del engine
 
@@ -313,3 +316,15 @@ def test_vllm_policy_candidates_seeds_and_shared_judge(llm, tmp_path: Path) -> N
     assert _texts(policy.sample(items, 2, SAMPLING)) == _texts(two)
     policy.close()
     assert policy.llm is None and judge.engine.llm is llm
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_vllm_policy_survives_more_seeded_prompts_than_one_step_holds(llm) -> None:  # noqa: ANN001
+    """600 seeded requests overflow one scheduler step, which split a prefill and killed the CPU engine ("CPU
+    Generator does not use offset") until from_pretrained turned chunked prefill off on CPU builds."""
+    from scaling.policy import VLLMPolicy
+
+    policy = VLLMPolicy(llm)
+    out = policy.sample(_items() * 50, 4, PolicySampling(max_new_tokens=4, seed=0))
+    assert all(c.error is None for row in out for c in row), next(c.error for row in out for c in row if c.error)
