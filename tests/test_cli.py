@@ -169,6 +169,11 @@ def test_dependency_direction() -> None:
         assert not imports(path) & {"scaling", "training"}, path
     for path in (ROOT / "prompts").rglob("*.py"):
         assert not imports(path) & {"critic", "scaling", "training"}, path
+    # training never needs scaling; of scaling, only the demonstration trains (its weak policy) with training.
+    for path in (ROOT / "training").rglob("*.py"):
+        assert "scaling" not in imports(path), path
+    for path in (ROOT / "scaling").rglob("*.py"):
+        assert "training" not in imports(path) or path.name == "demo.py", path
 
 
 def test_rerun_retries_engine_errors_only(tmp_path: Path) -> None:
