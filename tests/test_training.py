@@ -203,4 +203,4 @@ def test_a_recipe_whose_critique_budget_cannot_fit_the_context_is_refused() -> N
 
     with pytest.raises(ValueError, match="no prompt would fit"):
         replace(DemoRecipe(), critique_max_chars=500)
-    assert DemoRecipe().judge_config().critique_max_chars == 200
+    assert DemoRecipe().judge_config().critique_max_chars == 320  # fact-first critiques: fact, then two checks

@@ -66,7 +66,7 @@ class Stage:
 class DemoRecipe:
     """Everything that decides the demo judge."""
 
-    stages: tuple[Stage, ...] = (Stage(1, 4, 3000, 30000, answer=1.0), Stage(1, 4, 3000, 20000, answer=0.25))
+    stages: tuple[Stage, ...] = (Stage(1, 4, 2000, 30000, answer=1.0), Stage(1, 4, 2000, 20000, answer=0.25))
     vision: VisionPretrainConfig | None = field(default_factory=lambda: VisionPretrainConfig(align_to_words=True))
     """Per-cell pre-training of the vision tower before any SFT (:mod:`training.vision_pretrain`); None skips it."""
     train_seed: int = 0
@@ -83,10 +83,13 @@ class DemoRecipe:
     learning_rate: float = 2e-3
     vision_learning_rate: float = 5e-4
     batch_size: int = 32
-    critique_max_chars: int = 200
+    critique_max_chars: int = 320
     modes: tuple[str, ...] = ("pairwise", "pointwise")
     description: str = "rows"
     """Description stages' target: "rows" ("Row 2, column 3: red circle.") or "cells" (every cell in order)."""
+    fact_first: bool = True
+    """Open every critique with the image's fact ("The circle is blue."), the very sentence the short-answer stage
+    teaches, so that skill carries over at the same place in the output; the per-response checks then copy it."""
     scene_in_critique: bool = False
     """Start every critique with the whole scene's description ("Row 2, column 3: red circle. …"), so the checks
     that follow can look the fact up in text; costs a longer critique (raise ``critique_max_chars``)."""
@@ -269,8 +272,10 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
     for k, (stage, pairs) in enumerate(zip(recipe.stages, stage_pairs)):
         examples: list[SFTExample] = []
         if stage.describe + stage.answer < 1.0:
-            sources = [dataclasses.replace(p, observation=p.meta["description"]) for p in pairs] \
-                if recipe.scene_in_critique else pairs
+            sources = pairs
+            if recipe.scene_in_critique or recipe.fact_first:
+                key = "description" if recipe.scene_in_critique else "observation"
+                sources = [dataclasses.replace(p, observation=p.meta[key]) for p in pairs]
             examples, problems = build_examples(sources, config, modes=recipe.modes, reserved=reserved)  # type: ignore[arg-type]
             if problems:
                 _log(f"stage {k}: {len(problems)} pairs gave no example, e.g. {problems[0]}")
