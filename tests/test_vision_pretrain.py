@@ -87,3 +87,25 @@ def test_answer_examples_state_the_fact_and_skip_hallucination(tmp_path: Path) -
     for example, pair in zip(examples, kept):
         assert example.target == pair.meta["observation"] and example.prompt.system == ANSWER_SYSTEM
         assert example.prompt.text == pair.question and len(example.prompt.images) == 1
+
+
+def test_multi_question_examples_ask_distinct_answerable_questions(tmp_path: Path) -> None:
+    import random
+
+    from training.synthetic import scene_questions
+
+    pairs = read_preferences(write_dataset(tmp_path, 40, seed=0)).pairs
+    for pair in pairs:
+        asked = scene_questions(pair.meta["scene"], random.Random(0), 4)
+        assert 0 < len(asked) <= 4 and len({q["question"] for q in asked}) == len(asked)
+        assert all(q["family"] != "hallucination" for q in asked)
+        colours = {o["shape"]: o["colour"] for o in pair.meta["scene"]}
+        for q in asked:  # the fact is the image's: spot-check the colour family against the scene
+            if q["family"] == "colour":
+                shape = q["question"].removeprefix("What colour is the ").removesuffix("?")
+                assert q["fact"] == f"The {shape} is {colours[shape]}."
+    examples = answer_examples(pairs, questions=3)
+    again = answer_examples(pairs, questions=3)
+    assert [e.target for e in examples] == [e.target for e in again]  # seeded by the pair id
+    multi = [e for e in examples if "\n" in e.prompt.text]
+    assert multi and all(len(e.prompt.text.split("\n")) == e.target.count(".") for e in multi)  # a fact per line

@@ -39,7 +39,7 @@ from critic.prompting import PromptConfig
 from critic.tiny import QWEN_SPECIAL_TOKENS, TinySpec, build_tiny_model, builtin_corpus, train_tokenizer
 from training.sft import SFTConfig, save_judge, train_sft
 from training.sft_data import SFTExample, build_examples
-from training.synthetic import write_dataset
+from training.synthetic import scene_questions, write_dataset
 from training.vision_pretrain import VisionPretrainConfig, pretrain_vision
 
 
@@ -57,6 +57,9 @@ class Stage:
     pairs: int
     describe: float = 0.0
     answer: float = 0.0
+    questions: int = 1
+    """Questions per short-answer example: with k > 1 each example asks k questions about its scene at once and
+    the target states the k facts in order (k retrievals per image instead of one)."""
     """Share of short-answer examples (the question answered with the image's fact, "The circle is blue."; 1.0:
     an answer-only alignment stage): it teaches the language model to find the asked-about object among the
     visual tokens with a short target, before the critique has to do it."""
@@ -156,15 +159,27 @@ def description_examples(pairs: list[PreferencePair], style: str = "rows") -> li
     return out
 
 
-def answer_examples(pairs: list[PreferencePair]) -> list[SFTExample]:
+def answer_examples(pairs: list[PreferencePair], questions: int = 1) -> list[SFTExample]:
     """One short-answer example per pair: the question, answered with the image's fact (``meta.observation``).
-    Hallucination pairs are left out: their question ("Name one object") has no single right answer."""
+    Hallucination pairs are left out: their question ("Name one object") has no single right answer. With
+    ``questions > 1`` each example asks that many questions about the pair's scene, one per line, and the target
+    states their facts in the same order (:func:`training.synthetic.scene_questions`, seeded by the pair id)."""
+    import random
+    import zlib
+
     out = []
     for pair in pairs:
         if pair.category == "hallucination" or "observation" not in pair.meta:
             continue
-        prompt = ChatPrompt(system=ANSWER_SYSTEM, text=pair.question, images=(load_image(pair.images[0]),))
-        out.append(SFTExample(f"{pair.id}/answer", prompt, pair.meta["observation"], "pairwise", "", pair.category))
+        text, target = pair.question, pair.meta["observation"]
+        if questions > 1 and "scene" in pair.meta:
+            rng = random.Random(zlib.crc32(pair.id.encode()))
+            asked = scene_questions(pair.meta["scene"], rng, questions, pair.meta.get("grid", 4))
+            if asked:
+                text = "\n".join(q["question"] for q in asked)
+                target = " ".join(q["fact"] for q in asked)
+        prompt = ChatPrompt(system=ANSWER_SYSTEM, text=text, images=(load_image(pair.images[0]),))
+        out.append(SFTExample(f"{pair.id}/answer", prompt, target, "pairwise", "", pair.category))
     return out
 
 
@@ -281,7 +296,7 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
                 _log(f"stage {k}: {len(problems)} pairs gave no example, e.g. {problems[0]}")
         critiques = len(examples)
         for share, make in ((stage.describe, lambda chosen: description_examples(chosen, recipe.description)),
-                            (stage.answer, answer_examples)):
+                            (stage.answer, lambda chosen: answer_examples(chosen, stage.questions))):
             if share > 0.0:
                 # A share of the stage's examples: all pairs for a pure stage, else relative to the critiques.
                 wanted = len(pairs) if share >= 1.0 else round(critiques * share / (1 - stage.describe - stage.answer))

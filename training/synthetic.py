@@ -190,6 +190,24 @@ FAMILIES: tuple[str, ...] = tuple(_FAMILY_FUNCS)
 CRITIQUE_STYLES = ("restate", "check")
 
 
+def scene_questions(scene: Scene, rng: random.Random, k: int, grid: int = 4, max_objects: int = 4,
+                    families: Sequence[str] = ("colour", "count", "shape", "position", "existence")) -> list[dict]:
+    """Up to ``k`` distinct questions about one scene, each with the fact that answers it and its family
+    (``{"question", "fact", "family"}``), for dense short-answer training: several retrievals per image instead of
+    one. Families whose question has no single right answer (hallucination) are not offered."""
+    out: list[dict] = []
+    asked: set[str] = set()
+    for _ in range(8 * k):
+        if len(out) == k:
+            break
+        family = rng.choice(list(families))
+        question = _FAMILY_FUNCS[family](scene, rng, rng.random(), grid, max_objects)
+        if question is not None and question.text not in asked:
+            asked.add(question.text)
+            out.append({"question": question.text, "fact": question.true.observation, "family": family})
+    return out
+
+
 def _critique(claim: _Claim, right: bool, style: str, family: str, believed: _Claim) -> str:
     """A per-response critique.  ``check``: "It says red. Wrong." (the fact is stated once, in the observation).
     ``restate``: "It says red; the triangle is blue. Wrong." — the image fact is restated right next to the claim,
