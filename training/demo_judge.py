@@ -58,8 +58,8 @@ class Stage:
     describe: float = 0.0
     answer: float = 0.0
     questions: int = 1
-    """Questions per short-answer example: with k > 1 each example asks k questions about its scene at once and
-    the target states the k facts in order (k retrievals per image instead of one)."""
+    """Most questions per short-answer example: with k > 1 each example asks 1..k questions about its scene at
+    once and the target states their facts in order (several retrievals per image instead of one)."""
     """Share of short-answer examples (the question answered with the image's fact, "The circle is blue."; 1.0:
     an answer-only alignment stage): it teaches the language model to find the asked-about object among the
     visual tokens with a short target, before the critique has to do it."""
@@ -162,7 +162,7 @@ def description_examples(pairs: list[PreferencePair], style: str = "rows") -> li
 def answer_examples(pairs: list[PreferencePair], questions: int = 1) -> list[SFTExample]:
     """One short-answer example per pair: the question, answered with the image's fact (``meta.observation``).
     Hallucination pairs are left out: their question ("Name one object") has no single right answer. With
-    ``questions > 1`` each example asks that many questions about the pair's scene, one per line, and the target
+    ``questions > 1`` each example asks 1..questions questions about the pair's scene, one per line, and the target
     states their facts in the same order (:func:`training.synthetic.scene_questions`, seeded by the pair id)."""
     import random
     import zlib
@@ -174,7 +174,9 @@ def answer_examples(pairs: list[PreferencePair], questions: int = 1) -> list[SFT
         text, target = pair.question, pair.meta["observation"]
         if questions > 1 and "scene" in pair.meta:
             rng = random.Random(zlib.crc32(pair.id.encode()))
-            asked = scene_questions(pair.meta["scene"], rng, questions, pair.meta.get("grid", 4))
+            # 1..k questions, not always k: a model that only ever saw k-question prompts answered a single question
+            # with the wrong fact (0 of 53 held-out), though it got 62% of facts right when asked four at a time.
+            asked = scene_questions(pair.meta["scene"], rng, rng.randint(1, questions), pair.meta.get("grid", 4))
             if asked:
                 text = "\n".join(q["question"] for q in asked)
                 target = " ".join(q["fact"] for q in asked)
@@ -189,7 +191,8 @@ def answer_exactness(model: Any, processor: Any, pairs: list[PreferencePair], bl
     if blind:
         examples = [dataclasses.replace(e, prompt=dataclasses.replace(
             e.prompt, images=(e.prompt.images[0].point(lambda _: 255),))) for e in examples]
-    return _exact(model, processor, examples, max_new_tokens=24)
+    # Only the first sentence counts: a model trained on several questions per image may go on with more facts.
+    return _exact(model, processor, examples, max_new_tokens=24, first_sentence=True)
 
 
 def description_exactness(model: Any, processor: Any, pairs: list[PreferencePair], style: str = "rows") -> float:
@@ -197,8 +200,10 @@ def description_exactness(model: Any, processor: Any, pairs: list[PreferencePair
     return _exact(model, processor, description_examples(pairs, style), max_new_tokens=80)
 
 
-def _exact(model: Any, processor: Any, examples: list[SFTExample], max_new_tokens: int) -> float:
-    """Share of examples whose greedy, unconstrained generation is exactly the target."""
+def _exact(model: Any, processor: Any, examples: list[SFTExample], max_new_tokens: int,
+           first_sentence: bool = False) -> float:
+    """Share of examples whose greedy, unconstrained generation is exactly the target (or, with
+    ``first_sentence``, starts with the target followed by nothing or a space)."""
     import torch
 
     if not examples:
@@ -211,7 +216,11 @@ def _exact(model: Any, processor: Any, examples: list[SFTExample], max_new_token
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id)
     texts = tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-    return sum(t.strip() == e.target for t, e in zip(texts, examples)) / max(len(examples), 1)
+    def right(text: str, target: str) -> bool:
+        text = text.strip()
+        return text == target or (first_sentence and text.startswith(target + " "))
+
+    return sum(right(t, e.target) for t, e in zip(texts, examples)) / max(len(examples), 1)
 
 
 def _accuracy(model: Any, processor: Any, config: JudgeConfig, pairs: list[PreferencePair], blind: bool) -> dict:
