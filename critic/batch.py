@@ -110,25 +110,34 @@ def _guess_mode(row: Any) -> str:
     return "pointwise"
 
 
-def read_rows(path: Path) -> Iterator[BatchRow]:
-    """Every line of the input as an item or an input error.  Rows without an id get ``line-N``."""
+def jsonl_rows(path: Path) -> Iterator[tuple[int, str, Any, str | None]]:
+    """``(line number, id, parsed row, error)`` for every non-blank line of a JSONL input: the id is the row's
+    ``id`` or ``line-N``; invalid JSON gives ``None`` and an error naming the line (shared by the resumable CLIs)."""
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
-            default_id = f"line-{number}"
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as exc:
-                yield BatchRow(number, default_id, None, JudgeError("input", f"line {number}: invalid JSON ({exc.msg})"), "pointwise")
+                yield number, f"line-{number}", None, f"line {number}: invalid JSON ({exc.msg})"
                 continue
-            item_id = str(data["id"]) if isinstance(data, dict) and data.get("id") is not None else default_id
-            try:
-                item = item_from_row(data, path.parent)
-                item.id = item_id
-                yield BatchRow(number, item_id, item, None, item.mode)
-            except ValueError as exc:
-                yield BatchRow(number, item_id, None, JudgeError("input", f"line {number}: {exc}"), _guess_mode(data))
+            has_id = isinstance(data, dict) and data.get("id") is not None
+            yield number, str(data["id"]) if has_id else f"line-{number}", data, None
+
+
+def read_rows(path: Path) -> Iterator[BatchRow]:
+    """Every line of the input as an item or an input error.  Rows without an id get ``line-N``."""
+    for number, item_id, data, error in jsonl_rows(path):
+        if error is not None:
+            yield BatchRow(number, item_id, None, JudgeError("input", error), "pointwise")
+            continue
+        try:
+            item = item_from_row(data, path.parent)
+            item.id = item_id
+            yield BatchRow(number, item_id, item, None, item.mode)
+        except ValueError as exc:
+            yield BatchRow(number, item_id, None, JudgeError("input", f"line {number}: {exc}"), _guess_mode(data))
 
 
 #: Error kinds that a rerun retries: the item itself was fine, the engine failed (server down, timeout).

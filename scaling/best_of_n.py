@@ -41,7 +41,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from critic.batch import BatchSummary, pending_rows
+from critic.batch import BatchSummary, jsonl_rows, pending_rows
 from critic.core import Judge, JudgeConfig
 from critic.judge import add_engine_arguments, add_judging_arguments, config_from_args, engine_options
 from scaling.calls import BudgetExceeded, CountingJudge, JudgeCalls
@@ -238,24 +238,17 @@ def item_from_row(row: Any, base_dir: Path | None = None) -> Item:
 def read_items(path: str | Path) -> Iterator[ItemRow]:
     """Every non-blank line of a JSONL file as an item or an error.  Rows without an id get ``line-N``."""
     path = Path(path)
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            default_id = f"line-{number}"
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield ItemRow(number, default_id, None, f"line {number}: invalid JSON ({exc.msg})")
-                continue
-            item_id = str(data["id"]) if isinstance(data, dict) and data.get("id") is not None else default_id
-            try:
-                item = item_from_row(data, path.parent)
-            except ValueError as exc:
-                yield ItemRow(number, item_id, None, f"line {number}: {exc}")
-                continue
-            item.id = item_id
-            yield ItemRow(number, item_id, item, None)
+    for number, item_id, data, error in jsonl_rows(path):
+        if error is not None:
+            yield ItemRow(number, item_id, None, error)
+            continue
+        try:
+            item = item_from_row(data, path.parent)
+        except ValueError as exc:
+            yield ItemRow(number, item_id, None, f"line {number}: {exc}")
+            continue
+        item.id = item_id
+        yield ItemRow(number, item_id, item, None)
 
 
 def read_candidates(path: str | Path) -> dict[str, list[Candidate]]:
