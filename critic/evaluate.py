@@ -39,6 +39,7 @@ from critic.core import Judge, JudgeConfig
 from critic.engines.base import SamplingConfig
 from critic.judge import add_engine_arguments, add_judging_arguments, config_from_args, engine_options
 from critic.media import MediaError, load_image, load_video
+from critic.plotting import pyplot
 from critic.preferences import FORMATS, PreferenceFile, PreferencePair, missing_media, read_preferences
 from critic.spec import TIE
 from critic.types import JudgeError, JudgeItem, JudgeResult
@@ -321,12 +322,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def write_plot(report: EvalReport, path: str | Path) -> bool:
     """Per-category accuracy bars and a reliability diagram as a PNG; False when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # no display on servers; must precede pyplot
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot("evaluation figure")
+    if plt is None:
         return False
     figure, (bars, diagram) = plt.subplots(1, 2, figsize=(11, 4.2))
     names = list(report.per_category)

@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 from critic.core import Judge, JudgeConfig
 from critic.engines.base import SamplingConfig
+from critic.plotting import pyplot
 from critic.types import JudgeItem, JudgeResult
 from scaling.best_of_n import (
     add_judge_arguments,
@@ -217,14 +218,10 @@ def scaling_curve(
 
 def write_plot(curve: dict[str, Any], path: str | Path) -> bool:
     """Accuracy vs N (log2) and accuracy vs judge calls per item, as a PNG; False when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # no display on servers; must precede pyplot
-        import matplotlib.pyplot as plt
-        from matplotlib.ticker import FuncFormatter
-    except ImportError:
+    plt = pyplot("scaling-curve figure")
+    if plt is None:
         return False
+    from matplotlib.ticker import FuncFormatter
     ns = curve["n"]
     figure, (by_n, by_calls) = plt.subplots(1, 2, figsize=(11, 4.2))
     for name, line in curve["strategies"].items():

@@ -24,7 +24,7 @@ echo "[env] setting up .venv (first run takes a few minutes)" >&2
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
 PIP=(.venv/bin/python -m pip --disable-pip-version-check)
 "${PIP[@]}" install -q --upgrade "pip>=24"
-"${PIP[@]}" install -q -e ".[cpu,hf,openai,train,test]"
+"${PIP[@]}" install -q -e ".[cpu,hf,openai,train,dpo,test]"
 
 if .venv/bin/python -c "import torch, sys; sys.exit(0 if '+cpu' in torch.__version__ else 1)" 2>/dev/null; then
     echo "[env] replacing torch 2.13.0+cpu with the index build (see the comment at the top)" >&2

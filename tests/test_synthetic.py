@@ -316,3 +316,19 @@ def test_cli_writes_dataset_like_the_library(tmp_path: Path, capsys: pytest.Capt
         main(["--out", str(tmp_path / "bad"), "--n", "4", "--families", "colour,size"])
     assert exc.value.code == 2 and "unknown family 'size'" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.5])
+def test_compare_critiques_put_the_believed_fact_next_to_each_claim_in_the_same_form(noise: float) -> None:
+    for row in generate_pairs(120, 3, noise=noise, critique_style="compare"):
+        pref = "a" if row["preferred"] == "A" else "b"
+        shown = {}
+        for side in "ab":
+            match = re.fullmatch(r"It says (.+), the image shows (.+)\. (Right|Wrong)\.", row[f"critique_{side}"])
+            assert match, row[f"critique_{side}"]
+            claim, fact, verdict = match.groups()
+            assert claim.lower() in row[f"response_{side}"].lower()
+            assert (verdict == "Right") == (claim == fact) == (side == pref), row
+            shown[side] = fact
+        assert shown["a"] == shown["b"]  # one believed fact, stated the same way for both responses
+        assert "observation" in row  # the fact sentence stays at the top, as in the check style

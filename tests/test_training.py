@@ -204,3 +204,20 @@ def test_a_recipe_whose_critique_budget_cannot_fit_the_context_is_refused() -> N
     with pytest.raises(ValueError, match="no prompt would fit"):
         replace(DemoRecipe(), critique_max_chars=500)
     assert DemoRecipe().judge_config().critique_max_chars == 320  # fact-first critiques: fact, then two checks
+
+
+def test_check_examples_say_right_exactly_when_claim_and_fact_match() -> None:
+    import re
+
+    from training.demo_judge import check_examples
+
+    examples = check_examples(40, seed=0)
+    checks = [m for e in examples for m in re.findall(r"It says (.+?), the image shows (.+?)\. (Right|Wrong)\.",
+                                                      e.target)]
+    assert len(checks) == 40 * 6 and not examples[0].prompt.images
+    assert all((verdict == "Right") == (claim == fact) for claim, fact, verdict in checks)
+    right = sum(v == "Right" for _, _, v in checks) / len(checks)
+    assert 0.4 < right < 0.7  # about half equal, and the unequal ones are often near misses
+    near = [(c, f) for c, f, v in checks if v == "Wrong" and "," in f and c.split(",")[0] == f.split(",")[0]]
+    assert near  # position claims that differ in one coordinate only
+    assert check_examples(5, seed=1)[0].target != examples[0].target

@@ -24,6 +24,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from critic.engines.hf import TransformersEngine
 from critic.engines.tokenizer_utils import render_prompt
 from critic.evaluate import evaluate
 from critic.media import load_image
+from critic.plotting import pyplot
 from critic.preferences import PreferencePair, read_preferences
 from critic.prompting import PromptConfig
 from critic.tiny import QWEN_SPECIAL_TOKENS, TinySpec, build_tiny_model, builtin_corpus, train_tokenizer
@@ -93,11 +95,22 @@ class DemoRecipe:
     fact_first: bool = True
     """Open every critique with the image's fact ("The circle is blue."), the very sentence the short-answer stage
     teaches, so that skill carries over at the same place in the output; the per-response checks then copy it."""
+    critique_style: str = "restate"
+    """The synthetic rows' per-response critiques (:data:`training.synthetic.CRITIQUE_STYLES`); ``compare`` puts the
+    fact next to each claim in the claim's own short form ("It says red, the image shows blue. Wrong."): run 10."""
+    noise: float = 0.0
+    """Share of the critique stages' training preferences flipped (with their critiques and facts): the noisy-label
+    setting of entropy-guided training. Answer-only stages and held-out pairs stay clean."""
+    check_steps: int = 0
+    """Steps of the text-only check primitive before everything else (:func:`check_examples`); 0 skips it (run 10
+    used 600, with no gain: README)."""
     scene_in_critique: bool = False
     """Start every critique with the whole scene's description ("Row 2, column 3: red circle. …"), so the checks
     that follow can look the fact up in text; costs a longer critique (raise ``critique_max_chars``)."""
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.noise < 1.0:
+            raise ValueError("noise must be in [0, 1)")
         for stage in self.stages:
             if stage.describe < 0 or stage.answer < 0 or stage.describe + stage.answer > 1:
                 raise ValueError(f"a stage's describe and answer shares must be >= 0 and sum to <= 1: {stage}")
@@ -113,7 +126,7 @@ class DemoRecipe:
                            prompt=PromptConfig(system_template="compact_system"))
 
 
-QUICK = DemoRecipe(stages=(Stage(1, 2, 10, 64, answer=1.0), Stage(1, 2, 20, 64, describe=0.2, answer=0.2)), heldout_pairs=16,
+QUICK = DemoRecipe(check_steps=5, critique_style="compare", stages=(Stage(1, 2, 10, 64, answer=1.0), Stage(1, 2, 20, 64, describe=0.2, answer=0.2)), heldout_pairs=16,
                    eval_pairs=16, eval_every=20, batch_size=8,
                    vision=VisionPretrainConfig(steps=10, batch_size=8, heldout_scenes=16, eval_every=5,
                                                align_to_words=True))
@@ -129,13 +142,16 @@ def _corpus(pairs: list[PreferencePair], config: JudgeConfig) -> list[str]:
     examples, _ = build_examples(pairs[:2000], config, modes=("pairwise", "pointwise"))
     texts = [example.prompt.system for example in examples[:50]]
     texts += [f"{example.prompt.text}\n{example.target}" for example in examples]
-    texts += ["system\nuser\nassistant\n", f"{DESCRIBE_SYSTEM}\n{DESCRIBE_QUESTION}", ANSWER_SYSTEM] * 200
+    texts += ["system\nuser\nassistant\n", f"{DESCRIBE_SYSTEM}\n{DESCRIBE_QUESTION}", ANSWER_SYSTEM,
+              f"{CHECK_SYSTEM}\n{CHECK_TEXT}"] * 200
     texts += [pair.meta.get("description", "") for pair in pairs[:2000]]
     texts += [cell_listing(pair.meta["scene"], pair.meta["grid"]) for pair in pairs[:500] if "scene" in pair.meta]
     return texts + builtin_corpus(2000)
 
 
 DESCRIBE_SYSTEM = "Describe the image."
+CHECK_SYSTEM = "Check each claim against the image."
+CHECK_TEXT = "Claims and facts:"
 ANSWER_SYSTEM = "Answer the question."
 DESCRIBE_QUESTION = "List every object with its row and column."
 
@@ -169,9 +185,10 @@ def answer_examples(pairs: list[PreferencePair], questions: int = 1) -> list[SFT
 
     out = []
     for pair in pairs:
-        if pair.category == "hallucination" or "observation" not in pair.meta:
+        fact = pair.meta.get("observation") or pair.observation  # restate style keeps the fact in meta
+        if pair.category == "hallucination" or not fact:
             continue
-        text, target = pair.question, pair.meta["observation"]
+        text, target = pair.question, fact
         if questions > 1 and "scene" in pair.meta:
             rng = random.Random(zlib.crc32(pair.id.encode()))
             # 1..k questions, not always k: a model that only ever saw k-question prompts answered a single question
@@ -183,6 +200,72 @@ def answer_examples(pairs: list[PreferencePair], questions: int = 1) -> list[SFT
         prompt = ChatPrompt(system=ANSWER_SYSTEM, text=text, images=(load_image(pair.images[0]),))
         out.append(SFTExample(f"{pair.id}/answer", prompt, target, "pairwise", "", pair.category))
     return out
+
+
+def _gist(rng: Any, kind: int, like: str | None = None) -> str:
+    """A short claim of one question family, in the form the synthetic critiques quote it."""
+    from training.synthetic_scenes import COLOURS, SHAPES
+
+    if kind == 0:
+        return rng.choice(list(COLOURS))
+    if kind == 1:
+        return rng.choice(list(SHAPES))
+    if kind == 2:
+        return str(rng.randint(0, 4))
+    if kind == 3:
+        return rng.choice(["yes", "no"])
+    if kind == 4:
+        if like is not None and rng.random() < 0.5:  # near miss: one coordinate changed
+            row, col = like.replace("row ", "").split(", column ")
+            if rng.random() < 0.5:
+                return f"row {rng.randint(1, 4)}, column {col}"
+            return f"row {row}, column {rng.randint(1, 4)}"
+        return f"row {rng.randint(1, 4)}, column {rng.randint(1, 4)}"
+    if like is not None and rng.random() < 0.5:  # near miss: same shape or same colour
+        colour, shape = like.split(" ")
+        if rng.random() < 0.5:
+            return f"{rng.choice(list(COLOURS))} {shape}"
+        return f"{colour} {rng.choice(list(SHAPES))}"
+    return f"{rng.choice(list(COLOURS))} {rng.choice(list(SHAPES))}"
+
+
+def check_examples(n: int, seed: int = 0, per_example: int = 6) -> list[SFTExample]:
+    """Text-only examples of the critique's one comparison, many per example: "It says red, the image shows blue.
+    Wrong. It says 2, the image shows 2. Right. …" over every family's claim forms, half of them equal, the rest
+    often near misses. Measured here: inside critiques this comparison stayed at chance for 600 steps even with the
+    fact given (the language model starts from nothing); six per example teach it in a few hundred steps."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for k in range(n):
+        parts = []
+        for _ in range(per_example):
+            kind = rng.randrange(6)
+            fact = _gist(rng, kind)
+            claim = fact if rng.random() < 0.5 else _gist(rng, kind, like=fact)
+            parts.append(f"It says {claim}, the image shows {fact}. {'Right' if claim == fact else 'Wrong'}.")
+        prompt = ChatPrompt(system=CHECK_SYSTEM, text=CHECK_TEXT, images=())
+        out.append(SFTExample(f"check-{k}", prompt, " ".join(parts), "pairwise", "", "check"))
+    return out
+
+
+def check_accuracy(model: Any, processor: Any, examples: list[SFTExample]) -> float:
+    """Share of Right/Wrong words predicted correctly, teacher-forced, in :func:`check_examples` targets."""
+    import torch
+
+    from training.sft import encode_batch
+
+    words = {processor.tokenizer.encode(w, add_special_tokens=False)[0] for w in (" Right", " Wrong")}
+    batch, _ = encode_batch(processor, examples)
+    labels = batch.pop("labels")
+    with torch.inference_mode():
+        predicted = model(**batch).logits[:, :-1].argmax(-1)
+    gold = labels[:, 1:]
+    mask = torch.zeros_like(gold, dtype=torch.bool)
+    for word in words:
+        mask |= gold == word
+    return float((predicted[mask] == gold[mask]).float().mean()) if mask.any() else 0.0
 
 
 def answer_exactness(model: Any, processor: Any, pairs: list[PreferencePair], blind: bool = False) -> float:
@@ -247,8 +330,14 @@ def pointwise_agreement(judge: Judge, pairs: list[PreferencePair]) -> float:
     return right / max(len(pairs), 1)
 
 
-def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, progress: bool = True) -> dict[str, Any]:
-    """Run the recipe into ``out`` (a judge folder) and return the report that is also written there."""
+def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, progress: bool = True,
+                     keep: Collection[str] | None = None, difficulty: Mapping[str, float] | None = None
+                     ) -> dict[str, Any]:
+    """Run the recipe into ``out`` (a judge folder) and return the report that is also written there.
+
+    Entropy-guided training hooks (:mod:`training.judge_data_demo`): ``keep`` limits the critique stages' pairs to
+    those ids (curation); ``difficulty`` (pair id -> entropy) orders every stage's examples easy to hard
+    (curriculum). The step budget is the recipe's either way."""
     start = time.perf_counter()
     out = Path(out)
     work = out / "build"
@@ -256,11 +345,18 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
     _log("writing synthetic data")
     stage_pairs = []
     for k, stage in enumerate(recipe.stages):
-        path = write_dataset(work / f"stage{k}", stage.pairs, seed=recipe.train_seed,
-                             min_objects=stage.min_objects, max_objects=stage.max_objects)
-        stage_pairs.append(read_preferences(path).pairs)
+        noisy = recipe.noise if stage.describe + stage.answer < 1.0 else 0.0
+        path = write_dataset(work / f"stage{k}", stage.pairs, seed=recipe.train_seed, noise=noisy,
+                             min_objects=stage.min_objects, max_objects=stage.max_objects,
+                             critique_style=recipe.critique_style)
+        pairs = read_preferences(path).pairs
+        if keep is not None and noisy == recipe.noise and stage.describe + stage.answer < 1.0:
+            pairs = [p for p in pairs if p.id in keep]
+            _log(f"stage {k}: {len(pairs)} pairs kept by curation")
+        stage_pairs.append(pairs)
     heldout = read_preferences(write_dataset(work / "heldout", recipe.heldout_pairs, seed=recipe.heldout_seed,
-                                             max_objects=recipe.heldout_max_objects)).pairs
+                                             max_objects=recipe.heldout_max_objects,
+                                             critique_style=recipe.critique_style)).pairs
     _log("training the tokenizer")
     tokenizer = train_tokenizer(_corpus([p for pairs in stage_pairs for p in pairs], config),
                                 recipe.spec.vocab_size, QWEN_SPECIAL_TOKENS)
@@ -272,6 +368,18 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
     model = AutoModelForImageTextToText.from_pretrained(model_dir)
     n_params = sum(p.numel() for p in model.parameters())
     _log(f"model: {n_params / 1e6:.2f}M parameters")
+    check_curve: list[dict[str, Any]] = []
+    if recipe.check_steps > 0:
+        _log(f"teaching the check primitive on text ({recipe.check_steps} steps)")
+        held_checks = check_examples(64, seed=recipe.heldout_seed + 1000)
+        check = train_sft(model, processor, check_examples(recipe.check_steps * recipe.batch_size, recipe.train_seed),
+                          SFTConfig(max_steps=recipe.check_steps, learning_rate=recipe.learning_rate,
+                                    per_device_train_batch_size=recipe.batch_size, seed=recipe.train_seed,
+                                    max_length=recipe.spec.max_position_embeddings, logging_steps=25),
+                          work / "trainer_check", progress=progress,
+                          evaluate_fn=lambda net: {"check_accuracy": check_accuracy(net, processor, held_checks)},
+                          eval_every=max(recipe.check_steps // 3, 1))
+        check_curve = check.evaluations
     vision_curve: list[dict[str, Any]] = []
     if recipe.vision is not None:
         _log(f"pre-training the vision tower on per-cell labels ({recipe.vision.steps} steps)")
@@ -280,7 +388,9 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
     reserved = TransformersEngine(model, processor).reserved_strings()
     curve: list[dict[str, Any]] = []
     # The curve's clock includes the vision pre-training, so it reads as minutes since the build began training.
-    steps_done, minutes_done = 0, (vision_curve[-1]["seconds"] / 60 if vision_curve else 0.0)
+    steps_done = 0
+    minutes_done = (vision_curve[-1]["seconds"] / 60 if vision_curve else 0.0) + \
+        (check_curve[-1]["minutes"] if check_curve else 0.0)
 
     def evaluate_fn(net: Any) -> dict[str, Any]:
         seen = _accuracy(net, processor, config, subset, blind=False)
@@ -299,7 +409,7 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
             sources = pairs
             if recipe.scene_in_critique or recipe.fact_first:
                 key = "description" if recipe.scene_in_critique else "observation"
-                sources = [dataclasses.replace(p, observation=p.meta[key]) for p in pairs]
+                sources = [dataclasses.replace(p, observation=p.meta.get(key) or p.observation) for p in pairs]
             examples, problems = build_examples(sources, config, modes=recipe.modes, reserved=reserved)  # type: ignore[arg-type]
             if problems:
                 _log(f"stage {k}: {len(problems)} pairs gave no example, e.g. {problems[0]}")
@@ -316,8 +426,14 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
                         vision_learning_rate=recipe.vision_learning_rate,
                         per_device_train_batch_size=recipe.batch_size, seed=recipe.train_seed + k,
                         max_length=recipe.spec.max_position_embeddings, logging_steps=25)
+        order = None
+        if difficulty is not None:
+            from training.entropy import SampleEntropy, example_difficulty
+
+            scores = [SampleEntropy(id=i, label="", token_entropy=v) for i, v in difficulty.items()]
+            order = example_difficulty([e.id for e in examples], scores)
         result = train_sft(model, processor, examples, sft, work / f"trainer{k}", evaluate_fn=evaluate_fn,
-                           eval_every=recipe.eval_every, progress=progress)
+                           eval_every=recipe.eval_every, progress=progress, difficulty=order)
         for record in result.evaluations:
             curve.append({**record, "stage": k, "step": steps_done + record["step"],
                           "minutes": minutes_done + record["minutes"]})
@@ -336,7 +452,7 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
         "position_consistency": final.position_consistency, "parse_failures": final.parse_failures,
         "ece": final.ece, "blind_accuracy": blind.accuracy,
         "pointwise_agreement": pointwise_agreement(judge, heldout),
-        "curve": curve, "vision_curve": vision_curve, "recipe": _jsonable(asdict(recipe)),
+        "curve": curve, "vision_curve": vision_curve, "check_curve": check_curve, "recipe": _jsonable(asdict(recipe)),
     }
     (out / "demo_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     plot_curve(curve, out / "learning_curve.png")
@@ -349,13 +465,8 @@ def _jsonable(value: Any) -> Any:
 
 def plot_curve(curve: list[dict[str, Any]], path: Path) -> bool:
     """Held-out accuracy with and without the image against training minutes."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        _log("matplotlib is not installed; no learning-curve figure")
+    plt = pyplot("learning-curve figure")
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(6, 3.6))
     minutes = [r["minutes"] for r in curve]

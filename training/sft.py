@@ -58,6 +58,7 @@ class SFTConfig:
     logging_steps: int = field(default=10, metadata={"help": "log the loss every N steps"})
     bf16: bool = field(default=False, metadata={"help": "bfloat16 mixed precision (GPU)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory"})
+    curriculum_stages: int = field(default=3, metadata={"help": "easy-to-hard blocks when a difficulty is given"})
 
     def __post_init__(self) -> None:
         if self.per_device_train_batch_size < 1 or self.gradient_accumulation_steps < 1:
@@ -66,6 +67,8 @@ class SFTConfig:
             raise ValueError("learning_rate must be positive")
         if self.max_length < 16:
             raise ValueError("max_length must be >= 16")
+        if self.curriculum_stages < 1:
+            raise ValueError("curriculum_stages must be >= 1")
 
 
 # ---------------------------------------------------------------------------------------------------------- data
@@ -208,9 +211,12 @@ def train_sft(
     evaluate_fn: Callable[[Any], dict[str, Any]] | None = None,
     eval_every: int = 0,
     progress: bool = True,
+    difficulty: Sequence[float] | None = None,
 ) -> TrainResult:
     """Fine-tune ``model`` in place on ``examples``; ``evaluate_fn(model)`` runs every ``eval_every`` steps and at
-    the end (the model is in eval mode during the call)."""
+    the end (the model is in eval mode during the call). With ``difficulty`` (one number per example, e.g. the
+    warm-up judge's entropy from :mod:`training.entropy`), each epoch goes from easy to hard in
+    ``config.curriculum_stages`` blocks instead of in random order."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     dataset = SFTDataset(examples)
@@ -252,8 +258,21 @@ def train_sft(
             if eval_every and state.global_step % eval_every == 0 and state.global_step < state.max_steps:
                 run_eval(state.global_step)
 
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
-                      optimizers=(_optimizer(model, config), None), callbacks=[_Hooks()])
+    trainer_class = Trainer
+    if difficulty is not None:
+        if len(difficulty) != len(dataset):
+            raise ValueError(f"difficulty has {len(difficulty)} values for {len(dataset)} examples")
+        from training.entropy import CurriculumSampler
+
+        sampler = CurriculumSampler(difficulty, config.curriculum_stages, config.seed)
+
+        class _CurriculumTrainer(Trainer):  # Trainer's hook for the order of the training examples
+            def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+                return sampler
+
+        trainer_class = _CurriculumTrainer
+    trainer = trainer_class(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                            optimizers=(_optimizer(model, config), None), callbacks=[_Hooks()])
     output = trainer.train()
     run_eval(output.global_step)
     return TrainResult(steps=output.global_step, seconds=time.perf_counter() - start, examples=len(dataset),
@@ -306,6 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--dtype", default="auto", help="weights dtype when loading the base model")
+    parser.add_argument("--curriculum", default=None,
+                        help="entropy scores (python -m training.entropy score): train from low to high entropy")
+    parser.add_argument("--curriculum-by", choices=("token", "label"), default="token")
+    parser.add_argument("--curriculum-stages", type=int, default=3)
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -321,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
                         vision_learning_rate=args.vision_lr, per_device_train_batch_size=args.batch_size,
                         gradient_accumulation_steps=args.grad_accum, max_length=args.max_length, seed=args.seed,
                         lora_r=args.lora_r, lora_alpha=args.lora_alpha, bf16=args.bf16,
-                        gradient_checkpointing=args.gradient_checkpointing)
+                        gradient_checkpointing=args.gradient_checkpointing,
+                        curriculum_stages=args.curriculum_stages)
         judge_config = replace(JudgeConfig(critique_max_chars=args.critique_max_chars),
                                prompt=PromptConfig(system_template=args.system_template))
     except ValueError as exc:
@@ -342,8 +366,17 @@ def main(argv: list[str] | None = None) -> int:
         print("no training examples", file=sys.stderr)
         return 1
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
+    difficulty = None
+    if args.curriculum:
+        from training.entropy import example_difficulty, read_scores
+
+        difficulty = example_difficulty([e.id for e in examples], read_scores(args.curriculum), args.curriculum_by)
+        missing = sum(math.isnan(d) for d in difficulty)
+        if missing:
+            print(f"{missing} examples have no entropy score; they come last", file=sys.stderr)
     model = AutoModelForImageTextToText.from_pretrained(args.base, dtype=dtype)
-    result = train_sft(model, processor, examples, sft, Path(args.out) / "trainer", progress=not args.no_progress)
+    result = train_sft(model, processor, examples, sft, Path(args.out) / "trainer", progress=not args.no_progress,
+                       difficulty=difficulty)
     save_judge(result.model, processor, judge_config, args.out)
     last = result.losses[-1][1] if result.losses else math.nan
     print(f"trained {result.steps} steps on {result.examples} examples in {result.seconds / 60:.1f} min "

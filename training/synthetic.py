@@ -187,7 +187,7 @@ _FAMILY_FUNCS = {"colour": _colour, "count": _count, "shape": _shape, "position"
 FAMILIES: tuple[str, ...] = tuple(_FAMILY_FUNCS)
 
 
-CRITIQUE_STYLES = ("restate", "check")
+CRITIQUE_STYLES = ("restate", "check", "compare")
 
 
 def scene_questions(scene: Scene, rng: random.Random, k: int, grid: int = 4, max_objects: int = 4,
@@ -211,10 +211,14 @@ def scene_questions(scene: Scene, rng: random.Random, k: int, grid: int = 4, max
 def _critique(claim: _Claim, right: bool, style: str, family: str, believed: _Claim) -> str:
     """A per-response critique.  ``check``: "It says red. Wrong." (the fact is stated once, in the observation).
     ``restate``: "It says red; the triangle is blue. Wrong." — the image fact is restated right next to the claim,
-    so Right/Wrong compares two spans a few tokens apart instead of reaching back to the observation."""
+    so Right/Wrong compares two spans a few tokens apart instead of reaching back to the observation.
+    ``compare``: "It says red, the image shows blue. Wrong." — the fact in the claim's own short form (for
+    hallucination, the object that is there), so the two spans compared have the same shape."""
     verdict = "Right" if right else "Wrong"
     if style == "check":
         return f"It says {claim.gist}. {verdict}."
+    if style == "compare":  # claim and fact side by side in the same short form: a two-span comparison
+        return f"It says {claim.gist}, the image shows {believed.gist}. {verdict}."
     if family == "hallucination":  # the fact that decides this claim: is the named object there (as the label believes)?
         fact = "there is one" if right else "there is none"
     else:

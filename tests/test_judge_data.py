@@ -1,0 +1,420 @@
+"""Judge-guided data: entropies on hand-made distributions, curation and curriculum order, the DRS formula and
+per-pair β in TRL's DPO loss, the chosen/rejected rule on scripted judges, the noisy-sample filter, and each
+command end-to-end on tiny models."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from critic import Judge, JudgeConfig
+from critic.engines.base import GenerationRequest
+from critic.engines.scripted import ScriptedEngine, ScriptedOutput
+from critic.preferences import PreferencePair, read_preferences
+from critic.prompting import PromptConfig
+from scaling.types import Candidate, Item, Match, Selection
+from training import dpo_pairs, entropy
+from training import filter as data_filter
+from training.dpo_pairs import DRSConfig, build_pairs, drs_beta, select_pair, weighted_dpo_loss
+from training.entropy import (
+    CurriculumSampler,
+    SampleEntropy,
+    curate,
+    curriculum_order,
+    example_difficulty,
+    label_entropy,
+    score_entropy,
+    spearman,
+    token_entropies,
+)
+from training.filter import FilterRow, flag, precision_recall
+from training.synthetic import write_dataset
+
+CONFIG = JudgeConfig(critique_max_chars=120, prompt=PromptConfig(system_template="compact_system"))
+
+
+# ------------------------------------------------------------------------------------------------------ entropies
+def test_label_entropy_on_hand_made_distributions() -> None:
+    assert label_entropy({"A": 1.0, "B": 0.0, "tie": 0.0}) == 0.0
+    assert label_entropy({"A": 0.5, "B": 0.5}) == pytest.approx(math.log(2))
+    assert label_entropy({"A": 1 / 3, "B": 1 / 3, "tie": 1 / 3}) == pytest.approx(math.log(3))
+    # 0.9/0.1 by hand: -(0.9 ln 0.9 + 0.1 ln 0.1) = 0.325083
+    assert label_entropy({"A": 0.9, "B": 0.1}) == pytest.approx(0.325083, abs=1e-6)
+    with pytest.raises(ValueError):
+        label_entropy({"A": 0.0})
+
+
+def test_token_entropies_average_only_the_labelled_positions() -> None:
+    vocab = 8
+    logits = torch.zeros(2, 4, vocab)  # uniform everywhere: entropy ln 8 ...
+    logits[0, 1] = torch.tensor([100.0] + [0.0] * (vocab - 1))  # ... except row 0, position 1: one-hot, entropy 0
+    labels = torch.tensor([[-100, 5, 5, -100],  # positions 0 and 1 predict the labelled tokens 1 and 2
+                           [-100, -100, -100, -100]])  # nothing labelled
+    values = token_entropies(logits, labels)
+    assert values[0].item() == pytest.approx(math.log(vocab) / 2)  # mean of (ln 8, 0)
+    assert math.isnan(values[1].item())
+
+
+def test_spearman_against_hand_computed_values() -> None:
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ranks x = (1, 2, 3), y = (1.5, 1.5, 3): pearson = 0.866025 (sqrt(3)/2)
+    assert spearman([1, 2, 3], [0, 0, 1]) == pytest.approx(math.sqrt(3) / 2)
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def scores(values: list[float | None]) -> list[SampleEntropy]:
+    return [SampleEntropy(id=f"p{k}", label="A", token_entropy=v, label_entropy=None if v is None else v / 2,
+                          error=None if v is not None else "failed") for k, v in enumerate(values)]
+
+
+def test_curate_drops_the_highest_entropy_share_or_above_a_threshold_and_keeps_unscored() -> None:
+    rows = scores([0.1, 0.9, 0.5, None, 0.3, 0.7])
+    share = curate(rows, by="token", drop=0.4)  # 5 scored, 2 dropped: 0.9 and 0.7
+    assert sorted(share.dropped) == ["p1", "p5"]
+    assert sorted(share.kept) == ["p0", "p2", "p3", "p4"] and share.unscored == ["p3"]
+    above = curate(rows, by="label", threshold=0.2)  # label entropies 0.05 .45 .25 - .15 .35
+    assert sorted(above.dropped) == ["p1", "p2", "p5"]
+    with pytest.raises(ValueError):
+        curate(rows, drop=0.2, threshold=1.0)
+
+
+def test_curriculum_goes_from_low_to_high_entropy_in_blocks_shuffled_inside() -> None:
+    difficulty = [float(v) for v in [9, 3, 7, 1, 5, 8, 2, 6, 4, 0, math.nan, 10]]
+    order = curriculum_order(difficulty, stages=3, seed=0)
+    assert sorted(order) == list(range(len(difficulty)))
+    blocks = [order[0:4], order[4:8], order[8:12]]
+    values = [[difficulty[i] for i in block] for block in blocks]
+    assert max(values[0]) < min(values[1]) and max(values[1]) < min(v for v in values[2] if not math.isnan(v))
+    assert order[-1] == 10 or 10 in blocks[2]  # NaN (unscored) goes to the last block
+    # shuffled inside blocks: some seed gives a within-block order that is not sorted
+    assert any(curriculum_order(difficulty, 3, seed)[:4] != sorted(order[:4], key=lambda i: difficulty[i])
+               for seed in range(5))
+    sampler = CurriculumSampler(difficulty, 3)
+    assert len(sampler) == 12 and sorted(list(sampler)) == list(range(12))
+
+
+def test_example_difficulty_maps_examples_to_their_pairs_entropy() -> None:
+    rows = scores([0.2, None])
+    values = example_difficulty(["p0/AB", "p0/BA", "p0/a", "p1/AB", "p9/AB"], rows)
+    assert values[:3] == [0.2, 0.2, 0.2] and all(math.isnan(v) for v in values[3:])
+
+
+def test_train_sft_with_a_difficulty_feeds_examples_easy_to_hard(tiny_qwen2_vl_dir: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from training import sft
+    from training.sft_data import build_examples
+
+    pairs = read_preferences(write_dataset(tmp_path / "syn", n=12, seed=0, max_objects=1)).pairs
+    examples, _ = build_examples(pairs, CONFIG, modes=("pairwise",))
+    difficulty = [float(len(examples) - k) for k in range(len(examples))]  # the last example is the easiest
+    seen: list[str] = []
+    original = sft.SFTCollator.__call__
+
+    def spy(self: sft.SFTCollator, batch: list) -> dict:
+        seen.extend(e.id for e in batch)
+        return original(self, batch)
+
+    monkeypatch.setattr(sft.SFTCollator, "__call__", spy)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_qwen2_vl_dir)
+    processor = AutoProcessor.from_pretrained(tiny_qwen2_vl_dir)
+    config = sft.SFTConfig(max_steps=len(examples) // 4, per_device_train_batch_size=4, learning_rate=1e-3,
+                           curriculum_stages=2)
+    sft.train_sft(model, processor, examples, config, tmp_path / "trainer", progress=False, difficulty=difficulty)
+    rank = {e.id: difficulty[k] for k, e in enumerate(examples)}
+    first, second = seen[: len(seen) // 2], seen[len(seen) // 2:]
+    assert max(rank[i] for i in first) < min(rank[i] for i in second)
+
+
+# ------------------------------------------------------------------------------------ entropy with scripted judges
+def test_score_entropy_reads_label_entropies_and_reports_failures(tmp_path: Path) -> None:
+    pairs = read_preferences(write_dataset(tmp_path / "syn", n=4, seed=0, max_objects=1)).pairs
+    probs = [{"A": 0.5, "B": 0.5, "tie": 0.0}, {"A": 0.9, "B": 0.1, "tie": 0.0}]
+    calls = {"n": 0}
+
+    def script(request: GenerationRequest) -> ScriptedOutput | str:
+        calls["n"] += 1
+        if pairs[3].response_a in request.prompt.text and pairs[3].response_b in request.prompt.text:
+            return "no verdict here"
+        k = 0 if "<response_a>" in request.prompt.text and pairs[0].response_a in request.prompt.text else 1
+        label = max(probs[k], key=probs[k].get)
+        return ScriptedOutput(request.spec.format("Checked.", label), probs[k])
+
+    judge = Judge(ScriptedEngine(script), CONFIG)
+    rows = score_entropy(judge, pairs, progress=False)
+    assert [r.id for r in rows] == [p.id for p in pairs]
+    assert rows[3].error is not None and rows[3].label_entropy is None
+    assert all(r.token_entropy is None for r in rows)  # a scripted engine has no model to score tokens with
+    for row in rows[:3]:
+        assert row.error is None and 0.0 <= row.label_entropy <= math.log(3)
+        assert row.agrees == (row.verdict == row.label)
+
+
+def test_score_entropy_on_a_tiny_model_gives_token_entropies_within_bounds(tiny_qwen2_vl_dir: Path,
+                                                                          tmp_path: Path) -> None:
+    from critic.engines.hf import TransformersEngine
+
+    pairs = read_preferences(write_dataset(tmp_path / "syn", n=3, seed=0, max_objects=1)).pairs
+    engine = TransformersEngine.from_pretrained(str(tiny_qwen2_vl_dir), batch_size=4)
+    rows = score_entropy(Judge(engine, CONFIG), pairs, progress=False)
+    vocab = engine.model.config.get_text_config().vocab_size
+    for row in rows:
+        assert row.error is None, row.error
+        assert 0.0 < row.token_entropy <= math.log(vocab) + 1e-4
+        assert 0.0 <= row.label_entropy <= math.log(3) + 1e-9
+
+
+def test_entropy_commands_score_then_curate(tiny_qwen2_vl_dir: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_dataset(tmp_path / "syn", n=5, seed=0, max_objects=1)
+    with open(data, "a", encoding="utf-8") as handle:
+        handle.write("{not json\n")
+    out = tmp_path / "entropy.jsonl"
+    assert entropy.main(["score", "--judge", str(tiny_qwen2_vl_dir), "--data", str(data), "--output", str(out),
+                         "--batch-size", "4", "--no-progress"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 5 and all(r["token_entropy"] is not None for r in rows)
+    assert "skipped" in capsys.readouterr().err  # the malformed row is named, the rest is scored
+    kept, dropped = tmp_path / "kept.jsonl", tmp_path / "dropped.jsonl"
+    assert entropy.main(["curate", "--data", str(data), "--scores", str(out), "--drop", "0.4", "--output", str(kept),
+                         "--dropped", str(dropped)]) == 0
+    kept_ids = {json.loads(line)["id"] for line in kept.read_text().splitlines()}
+    dropped_ids = {json.loads(line)["id"] for line in dropped.read_text().splitlines()}
+    assert len(kept_ids) == 3 and len(dropped_ids) == 2 and not kept_ids & dropped_ids
+    worst = sorted(rows, key=lambda r: r["token_entropy"])[-2:]
+    assert {r["id"] for r in worst} == dropped_ids
+    assert read_preferences(kept).pairs  # the kept file is a valid preference file again
+
+
+def test_sft_command_takes_a_curriculum(tiny_qwen2_vl_dir: Path, tmp_path: Path) -> None:
+    from training import sft
+
+    data = write_dataset(tmp_path / "syn", n=4, seed=0, max_objects=1)
+    scores_path = tmp_path / "entropy.jsonl"
+    pairs = read_preferences(data).pairs
+    scores_path.write_text("".join(json.dumps(SampleEntropy(id=p.id, label=p.preferred, token_entropy=k / 10)
+                                              .to_dict()) + "\n" for k, p in enumerate(pairs[:3])))
+    assert sft.main(["--data", str(data), "--base", str(tiny_qwen2_vl_dir), "--out", str(tmp_path / "judge"),
+                     "--max-steps", "2", "--batch-size", "2", "--curriculum", str(scores_path),
+                     "--curriculum-stages", "2", "--no-progress"]) == 0
+    assert (tmp_path / "judge" / "judge_config.json").exists()
+
+
+# --------------------------------------------------------------------------------------------------------- DRS
+def test_drs_formula_by_hand() -> None:
+    assert drs_beta(0.0, 0.1, 1.0, 0.5) == pytest.approx(0.1)
+    # 0.1 * (1 + 2 * (1 - e^-1)) = 0.226424
+    assert drs_beta(2.0, 0.1, 2.0, 0.5) == pytest.approx(0.226424, abs=1e-6)
+    assert drs_beta(1e9, 0.1, 1.0, 0.5) == pytest.approx(0.2)  # saturates at beta * (1 + w)
+    assert drs_beta(-3.0, 0.1, 1.0, 0.5) == pytest.approx(0.1)  # a negative margin counts as zero
+    assert DRSConfig(0.2, 0.0, 1.0)(5.0) == pytest.approx(0.2)  # w = 0 is plain DPO
+    with pytest.raises(ValueError):
+        DRSConfig(beta=0.0)
+
+
+def test_weighted_dpo_loss_by_hand() -> None:
+    chosen, rejected = torch.tensor([-1.0, -2.0]), torch.tensor([-3.0, -1.0])
+    ref_c, ref_r = torch.tensor([-1.5, -2.0]), torch.tensor([-2.0, -2.0])
+    beta = torch.tensor([0.1, 1.0])
+    # margins: (0.5 - (-1.0)) = 1.5 and (0.0 - 1.0) = -1.0
+    expected = [-math.log(1 / (1 + math.exp(-0.15))), -math.log(1 / (1 + math.exp(1.0)))]
+    assert weighted_dpo_loss(chosen, rejected, ref_c, ref_r, beta).tolist() == pytest.approx(expected)
+
+
+# --------------------------------------------------------------------------------------------- pair selection
+def selection(scores: list[float | None], matches: list[tuple[int, int, int | None]]) -> tuple[Selection, Selection]:
+    cands = [Candidate(text=f"c{k}", index=k) for k in range(len(scores))]
+    ranking = Selection(id="x", strategy="swiss", chosen=0, candidates=cands,
+                        matches=[Match(a=a, b=b, winner=w, verdict=None) for a, b, w in matches])
+    scoring = Selection(id="x", strategy="pointwise", chosen=0, candidates=cands, scores=scores)
+    return ranking, scoring
+
+
+def test_chosen_is_the_best_scored_winner_and_rejected_the_worst_scored_loser() -> None:
+    # winners {0, 2}, losers {1, 3}; best winner by score = 2 (8.0), worst loser = 3 (1.0)
+    pair = select_pair("x", *selection([6.0, 5.0, 8.0, 1.0], [(0, 1, 0), (2, 3, 2)]))
+    assert (pair.chosen, pair.rejected, pair.dropped) == (2, 3, None)
+    assert pair.margin == pytest.approx(7.0)
+    # candidate 4 never won or lost (a bye, a tie): it is neither chosen nor rejected despite its top score
+    pair = select_pair("x", *selection([6.0, 5.0, 2.0, 1.0, 10.0], [(0, 1, 0), (2, 3, 2), (4, -1, 4), (0, 4, None)]))
+    assert (pair.chosen, pair.rejected) == (0, 3)
+
+
+def test_a_prompt_is_dropped_when_chosen_does_not_outscore_rejected_or_nothing_was_decided() -> None:
+    # pairwise says 0 beat 1, pointwise says 1 is better: the judges disagree, no pair
+    pair = select_pair("x", *selection([3.0, 7.0], [(0, 1, 0)]))
+    assert pair.dropped is not None and "not above" in pair.dropped
+    pair = select_pair("x", *selection([3.0, 3.0], [(0, 1, 0)]))  # equal scores: no margin
+    assert pair.dropped is not None
+    pair = select_pair("x", *selection([3.0, 7.0], [(0, 1, None)]))  # only a tie
+    assert pair.dropped is not None and pair.chosen is None
+    pair = select_pair("x", *selection([None, 7.0], [(0, 1, 0)]))  # the winner could not be scored
+    assert pair.dropped is not None
+
+
+_TAG = re.compile(r"zq(\d+)x")
+
+
+def quality_judge() -> Judge:
+    """Pairwise: the higher tag wins; pointwise: the score is the tag (hidden quality), clipped to 1-10."""
+
+    def script(request: GenerationRequest) -> ScriptedOutput:
+        tags = [int(t) for t in _TAG.findall(request.prompt.text)]
+        if len(tags) == 2:
+            label = "A" if tags[0] > tags[1] else "B"
+            return ScriptedOutput(request.spec.format("Compared.", label), {"A": float(label == "A"),
+                                                                            "B": float(label == "B"), "tie": 0.0})
+        score = max(1, min(10, tags[0]))
+        probs = {str(s): float(s == score) for s in range(1, 11)}
+        return ScriptedOutput(request.spec.format("Scored.", str(score)), probs)
+
+    return Judge(ScriptedEngine(script), JudgeConfig())
+
+
+def test_build_pairs_on_a_scripted_judge_picks_the_best_and_worst_candidates() -> None:
+    items = [Item(question="q1", id="i1"), Item(question="q2", id="i2")]
+    cands = [[Candidate(text=f"answer zq{t}x", index=k) for k, t in enumerate(tags)]
+             for tags in ([3, 9, 1, 6], [5, 5])]
+    pairs, ranking, scoring = build_pairs(items, cands, quality_judge(), rounds=2)
+    assert (pairs[0].chosen, pairs[0].rejected) == (1, 2) and pairs[0].margin == pytest.approx(8.0)
+    assert pairs[1].dropped is not None  # two equal candidates: nothing to prefer
+    row = dpo_pairs.dpo_row(items[0], cands[0], pairs[0], DRSConfig(0.1, 1.0, 0.5))
+    assert set(row) >= {"prompt", "chosen", "rejected", "images", "margin", "beta"}
+    assert row["chosen"] == "answer zq9x" and row["beta"] == pytest.approx(drs_beta(8.0, 0.1, 1.0, 0.5))
+
+
+def test_dpo_pairs_command_end_to_end_on_tiny_models(tiny_qwen2_vl_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "prompts.jsonl"
+    pairs = read_preferences(write_dataset(tmp_path / "syn", n=3, seed=0, max_objects=1)).pairs
+    rows = [{"id": p.id, "question": p.question, "image": str(p.images[0])} for p in pairs]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"id": "bad"}\n')
+    out, dropped = tmp_path / "dpo.jsonl", tmp_path / "dropped.jsonl"
+    assert dpo_pairs.main(["--policy", str(tiny_qwen2_vl_dir), "--policy-backend", "transformers",
+                           "--judge", str(tiny_qwen2_vl_dir), "--data", str(data), "--output", str(out),
+                           "--dropped", str(dropped), "--n", "3", "--rounds", "2", "--max-new-tokens", "8",
+                           "--no-progress"]) == 0
+    kept = [json.loads(line) for line in out.read_text().splitlines()]
+    gone = [json.loads(line) for line in dropped.read_text().splitlines()]
+    assert len(kept) + len(gone) == 4  # every prompt is accounted for, the malformed one with its reason
+    assert any(g["id"] == "bad" and "question" in g["dropped"] for g in gone)
+    for row in kept:  # random weights: whatever was kept must still obey the rule and carry its DRS beta
+        assert row["margin"] > 0 and row["chosen_score"] > row["rejected_score"]
+        assert row["beta"] == pytest.approx(drs_beta(row["margin"], 0.1, 1.0, 0.5)) and row["images"]
+
+
+def test_drs_trainer_uses_the_per_pair_beta(tmp_path: Path) -> None:
+    pytest.importorskip("trl", reason="TRL is the optional [dpo] extra")
+    from datasets import Dataset
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from trl import DPOConfig
+
+    from critic.tiny import builtin_corpus, train_tokenizer
+
+    tokenizer = train_tokenizer(builtin_corpus(200), 300)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    policy, reference = LlamaForCausalLM(config), LlamaForCausalLM(config)  # different weights: non-zero ratios
+    rows = {"prompt": ["What colour is it?", "Where is it?"], "chosen": [" It is red.", " Row 1."],
+            "rejected": [" It is blue.", " Row 4."]}
+
+    def loss_with(beta_column: list[float] | None, scalar: float) -> float:
+        data = Dataset.from_dict(rows if beta_column is None else {**rows, "beta": beta_column})
+        args = DPOConfig(output_dir=str(tmp_path / "dpo"), beta=scalar, per_device_train_batch_size=2,
+                         report_to="none", use_cpu=True, max_steps=1)
+        trainer = dpo_pairs.drs_dpo_trainer()(model=policy, ref_model=reference, args=args, train_dataset=data,
+                                              processing_class=tokenizer)
+        batch = trainer.data_collator([dict(r) for r in trainer.train_dataset])
+        with torch.no_grad():
+            return float(trainer.compute_loss(policy, batch))
+
+    loss_with(None, scalar=0.3)  # the first trainer built on these models adjusts them once (TRL's set-up)
+    same = loss_with([0.3, 0.3], scalar=0.05)
+    assert same == pytest.approx(loss_with(None, scalar=0.3), rel=1e-6)  # a constant column is TRL's scalar beta
+    assert loss_with([0.05, 2.0], scalar=0.3) != pytest.approx(same, rel=1e-3)
+
+
+# ------------------------------------------------------------------------------------------------------- filter
+def filter_rows(values: list[tuple[float | None, str]]) -> list[FilterRow]:
+    return [FilterRow(line=k + 1, row={"id": f"r{k}", "category": c}, score=s,
+                      error=None if s is not None else "media: unreadable") for k, (s, c) in enumerate(values)]
+
+
+def test_filter_flags_by_threshold_or_per_category_quantile_and_failures_go_to_rejected(tmp_path: Path) -> None:
+    rows = filter_rows([(9.0, "a"), (2.0, "a"), (6.0, "a"), (None, "a"), (4.0, "b"), (3.0, "b"), (3.5, "b")])
+    report = flag(rows, threshold=5.0)
+    assert [r.flagged for r in rows] == [False, True, False, True, True, True, True]
+    assert (report.kept, report.flagged, report.errors) == (2, 4, 1)
+    rows = filter_rows([(9.0, "a"), (2.0, "a"), (6.0, "a"), (None, "a"), (4.0, "b"), (3.0, "b"), (3.5, "b")])
+    report = flag(rows, quantile=0.4)  # a: 2, 6, 9 -> cutoff 2 + 0.8 * 4 = 5.2; b: 3, 3.5, 4 -> 3.4
+    assert report.cutoffs == {"a": pytest.approx(5.2), "b": pytest.approx(3.4)}
+    assert [r.flagged for r in rows] == [False, True, False, True, False, True, False]
+    truth = [False, True, False, False, False, True, True]
+    pr = precision_recall(rows, truth)
+    assert pr["precision"] == pytest.approx(1.0) and pr["recall"] == pytest.approx(2 / 3)
+    data_filter.write_outputs(rows, tmp_path / "kept.jsonl", tmp_path / "rejected.jsonl")
+    rejected = [json.loads(line) for line in (tmp_path / "rejected.jsonl").read_text().splitlines()]
+    assert any(r.get("filter_error") for r in rejected) and all("filter_reason" in r for r in rejected)
+    assert data_filter.plot_scores(rows, tmp_path / "hist.png", report, truth)
+    assert (tmp_path / "hist.png").stat().st_size > 1000
+
+
+def test_filter_command_end_to_end_on_a_tiny_model(tiny_qwen2_vl_dir: Path, tmp_path: Path) -> None:
+    pairs: list[PreferencePair] = read_preferences(write_dataset(tmp_path / "syn", n=4, seed=0, max_objects=1)).pairs
+    data = tmp_path / "answers.jsonl"
+    rows = [{"id": p.id, "image": str(p.images[0]), "question": p.question, "answer": p.response_a,
+             "category": p.category, "source": "synthetic"} for p in pairs]
+    rows.append({"id": "broken", "image": str(tmp_path / "missing.png"), "question": "Q?", "answer": "A."})
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{oops\n")
+    kept, rejected, plot = tmp_path / "kept.jsonl", tmp_path / "rejected.jsonl", tmp_path / "scores.png"
+    assert data_filter.main(["--data", str(data), "--judge", str(tiny_qwen2_vl_dir), "--output", str(kept),
+                             "--rejected", str(rejected), "--quantile", "0.5", "--plot", str(plot),
+                             "--no-progress"]) == 0
+    out = [json.loads(line) for line in kept.read_text().splitlines()]
+    out += [json.loads(line) for line in rejected.read_text().splitlines()]
+    assert len(out) == 6  # every row comes back once: 4 scored, the missing image and the bad line as errors
+    assert {r.get("source") for r in out if r.get("id", "").startswith("syn")} == {"synthetic"}
+    assert sum(r.get("filter_reason") == "error" for r in out) == 2
+    assert plot.exists()
+
+
+# ------------------------------------------------------------------------------------------------ demonstrations
+def test_demonstration_commands_write_their_reports_and_figures(tiny_qwen2_vl_dir: Path, tmp_path: Path) -> None:
+    from training import judge_data_demo
+
+    assert judge_data_demo.main(["filter", "--judge", str(tiny_qwen2_vl_dir), "--out", str(tmp_path / "f"),
+                                 "--n", "10", "--corrupt", "0.3", "--no-progress"]) == 0
+    report = json.loads((tmp_path / "f" / "filter_report.json").read_text())
+    assert report["rows"] == 10 and report["corrupted"] == 3 and report["errors"] == 0
+    assert {"precision", "recall", "per_category"} <= set(report) and (tmp_path / "f" / "filter_scores.png").exists()
+    assert judge_data_demo.main(["dpo", "--judge", str(tiny_qwen2_vl_dir), "--policy", str(tiny_qwen2_vl_dir),
+                                 "--policy-backend", "transformers", "--out", str(tmp_path / "d"), "--n", "6",
+                                 "--n-candidates", "3", "--rounds", "1", "--no-progress"]) == 0
+    report = json.loads((tmp_path / "d" / "dpo_report.json").read_text())
+    assert 0 < report["prompts"] <= 6 and 0.0 <= report["kept_rate"] <= 1.0
+    assert (tmp_path / "d" / "dpo_quality.png").exists()
+
+
+@pytest.mark.slow
+def test_egt_demonstration_quick_runs_noisy_curated_and_clean_judges(tmp_path: Path) -> None:
+    from training import judge_data_demo
+
+    assert judge_data_demo.main(["egt", "--out", str(tmp_path), "--quick", "--noise", "0.4", "--drop", "0.25",
+                                 "--no-progress"]) == 0
+    report = json.loads((tmp_path / "egt_report.json").read_text())
+    assert set(report["accuracy"]) == {"a_noisy", "b_egt", "c_clean"} and (tmp_path / "egt.png").exists()
+    assert report["scored_pairs"] > 0 and set(report["spearman_entropy_vs_flipped"]) == {"token", "label"}
+    noisy = read_preferences(tmp_path / "a_noisy" / "build" / "stage1" / "pairs.jsonl").pairs
+    assert 0 < sum(p.meta["noisy"] for p in noisy) < len(noisy)  # the critique stage's labels were flipped
+    clean = read_preferences(tmp_path / "c_clean" / "build" / "stage1" / "pairs.jsonl").pairs
+    assert not any(p.meta["noisy"] for p in clean)
+    curated = json.loads((tmp_path / "b_egt" / "demo_report.json").read_text())
+    assert curated["steps"] == json.loads((tmp_path / "a_noisy" / "demo_report.json").read_text())["steps"]

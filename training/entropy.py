@@ -1,0 +1,347 @@
+"""Entropy-guided training (EGT): the judge's own uncertainty on each training pair, used to drop noisy pairs and to
+order the rest from easy to hard.
+
+The claim (Entropy-Guided Training for multimodal reward models): a judge's response entropy tracks its errors, so
+it is an unsupervised proxy for label noise and difficulty. Two entropies are computed per pair, from a warm-up
+judge (any judge folder or Hub id):
+
+* ``token``: the mean per-token entropy (nats) of the judge's own critique and verdict. The judge generates under
+  its constraint; the generated text is then scored teacher-forced, so the entropy is that of the model's
+  unconstrained next-token distribution at every generated position. Averaged over both response orders.
+* ``label``: the entropy of the verdict distribution (``A``/``B``/``tie`` probabilities, averaged over both orders).
+
+    python -m training.entropy score --judge DIR --data pairs.jsonl --output entropy.jsonl
+    python -m training.entropy curate --data pairs.jsonl --scores entropy.jsonl --drop 0.3 --output kept.jsonl
+    python -m training.sft --data kept.jsonl --curriculum entropy.jsonl --curriculum-stages 3 ...
+
+``curate`` drops the highest-entropy share (``--drop``) or everything above ``--threshold``; pairs the judge could
+not score are kept and counted. The curriculum (:class:`CurriculumSampler`) orders examples from low to high
+entropy in ``stages`` blocks, shuffled within each block, and is what ``training.sft --curriculum`` plugs into
+``transformers.Trainer``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from critic.core import Judge
+from critic.preferences import PreferencePair, read_preferences
+from critic.prompting import prepare
+
+EntropyKind = Literal["token", "label"]
+ENTROPY_KINDS: tuple[str, ...] = ("token", "label")
+
+
+# ------------------------------------------------------------------------------------------------------- entropies
+def label_entropy(probabilities: Mapping[str, float]) -> float:
+    """Shannon entropy (nats) of a verdict distribution; zero-probability labels contribute nothing."""
+    total = sum(probabilities.values())
+    if total <= 0:
+        raise ValueError("probabilities must have a positive sum")
+    return -sum(p / total * math.log(p / total) for p in probabilities.values() if p > 0)
+
+
+def token_entropies(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token entropy (nats) over each row's labelled positions.
+
+    ``logits`` is [batch, length, vocab] and ``labels`` [batch, length] with -100 where not scored (prompt,
+    padding); position t's distribution predicts token t+1, as in the training loss. Rows with no labelled
+    position get NaN."""
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # [batch, length-1, vocab]
+    entropy = -(logp.exp() * logp).sum(-1)  # [batch, length-1]
+    mask = (labels[:, 1:] != -100).float()
+    counts = mask.sum(-1)
+    return torch.where(counts > 0, (entropy * mask).sum(-1) / counts.clamp(min=1), torch.full_like(counts, math.nan))
+
+
+@dataclass
+class SampleEntropy:
+    """One pair's entropies under the warm-up judge."""
+
+    id: str
+    label: str
+    """The data's preferred response ('A' or 'B')."""
+    verdict: str | None = None
+    """The judge's verdict (caller's order); None when it could not judge the pair."""
+    agrees: bool | None = None
+    """Whether the judge's verdict equals the data's label."""
+    token_entropy: float | None = None
+    """Mean per-token entropy of the generated critique and verdict, both orders averaged (nats)."""
+    label_entropy: float | None = None
+    """Entropy of the verdict probabilities (nats)."""
+    category: str | None = None
+    error: str | None = None
+    """Why the pair has no entropies."""
+
+    def value(self, by: EntropyKind) -> float | None:
+        return self.token_entropy if by == "token" else self.label_entropy
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, row: Mapping[str, Any]) -> SampleEntropy:
+        return cls(**{k: row.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+
+
+def score_entropy(judge: Judge, pairs: Sequence[PreferencePair], *, chunk_size: int = 32,
+                  progress: bool = True) -> list[SampleEntropy]:
+    """Judge every pair (pairwise, both orders) and compute its label and token entropies.
+
+    Token entropies need the model itself (a :class:`~critic.engines.hf.TransformersEngine`); on other engines
+    only label entropies are computed. A pair the judge fails on gets ``error`` and no entropies."""
+    from tqdm.auto import tqdm
+
+    from critic.engines.hf import TransformersEngine
+
+    teacher_forced = isinstance(judge.engine, TransformersEngine)
+    spec = judge.config.spec("pairwise")
+    out: list[SampleEntropy] = []
+    bar = tqdm(total=len(pairs), desc="entropy", unit="pair", disable=not progress, file=sys.stderr)
+    for start in range(0, len(pairs), chunk_size):
+        chunk = pairs[start: start + chunk_size]
+        items = [pair.to_item() for pair in chunk]
+        results = judge.judge(items)
+        rows = []
+        for pair, item, result in zip(chunk, items, results):
+            row = SampleEntropy(id=pair.id, label=pair.preferred, category=pair.category)
+            if not result.ok:
+                row.error = f"{result.error.kind}: {result.error.message}"  # type: ignore[union-attr]
+            else:
+                row.verdict = result.verdict
+                row.agrees = result.verdict == pair.preferred
+                row.label_entropy = label_entropy(result.probabilities)
+            rows.append((row, item, result))
+        if teacher_forced:
+            _add_token_entropies(judge, spec, rows)
+        out += [row for row, _, _ in rows]
+        bar.update(len(chunk))
+    bar.close()
+    return out
+
+
+def _add_token_entropies(judge: Judge, spec: Any, rows: list[tuple[SampleEntropy, Any, Any]]) -> None:
+    """Teacher-forced entropy of each judgment's own text, averaged over the orders of its pair."""
+    from training.sft import encode_batch
+    from training.sft_data import SFTExample
+
+    engine = judge.engine
+    reserved = engine.reserved_strings()
+    examples, owners = [], []
+    for k, (row, item, result) in enumerate(rows):
+        if row.error is not None:
+            continue
+        prompts = prepare(item, spec, judge.config.prompt, swap=len(result.judgments) > 1, reserved=reserved).prompts
+        for prompt, judgment in zip(prompts, result.judgments):
+            examples.append(SFTExample(f"{row.id}/{judgment.order}", prompt, judgment.text, "pairwise", judgment.label))
+            owners.append(k)
+    values: dict[int, list[float]] = {}
+    model = engine.model  # type: ignore[attr-defined]
+    batch_size = getattr(engine, "batch_size", 8)
+    for start in range(0, len(examples), batch_size):
+        batch, _ = encode_batch(engine.processor, examples[start: start + batch_size])  # type: ignore[attr-defined]
+        labels = batch.pop("labels")
+        batch = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        with torch.inference_mode():
+            logits = model(**batch).logits
+        for owner, value in zip(owners[start: start + batch_size], token_entropies(logits.cpu(), labels).tolist()):
+            values.setdefault(owner, []).append(value)
+    for k, found in values.items():
+        rows[k][0].token_entropy = sum(found) / len(found)
+
+
+# ------------------------------------------------------------------------------------------------ rank statistics
+def _ranks(values: Sequence[float]) -> list[float]:
+    """Ranks from 1, ties sharing their average rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation (Pearson on tie-averaged ranks); NaN when either side is constant."""
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError("spearman needs two sequences of the same length, at least 2")
+    rx, ry = _ranks(x), _ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    vx, vy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return cov / math.sqrt(vx * vy) if vx > 0 and vy > 0 else math.nan
+
+
+# -------------------------------------------------------------------------------------------- curation, curriculum
+@dataclass
+class Curation:
+    """What :func:`curate` kept and dropped."""
+
+    kept: list[str]
+    dropped: list[str]
+    unscored: list[str]
+    """Ids without an entropy (judge errors or missing from the scores): kept, since nothing speaks against them."""
+    threshold: float | None
+    """The entropy above which pairs were dropped."""
+
+
+def curate(scores: Sequence[SampleEntropy], *, by: EntropyKind = "token", drop: float | None = None,
+           threshold: float | None = None) -> Curation:
+    """Drop the highest-entropy share ``drop`` of the scored pairs, or every pair above ``threshold``."""
+    if (drop is None) == (threshold is None):
+        raise ValueError("give exactly one of drop (a share) and threshold (an entropy)")
+    if drop is not None and not 0 <= drop < 1:
+        raise ValueError("drop must be in [0, 1)")
+    scored = [(s.value(by), s.id) for s in scores if s.value(by) is not None and not math.isnan(s.value(by))]  # type: ignore[arg-type]
+    unscored = [s.id for s in scores if s.value(by) is None or math.isnan(s.value(by))]  # type: ignore[arg-type]
+    scored.sort()
+    if drop is not None:
+        n_drop = int(round(drop * len(scored)))
+        cut = len(scored) - n_drop
+        threshold = scored[cut - 1][0] if 0 < cut < len(scored) else (math.inf if n_drop == 0 else -math.inf)
+        kept, dropped = [i for _, i in scored[:cut]], [i for _, i in scored[cut:]]
+    else:
+        kept = [i for v, i in scored if v <= threshold]  # type: ignore[operator]
+        dropped = [i for v, i in scored if v > threshold]  # type: ignore[operator]
+    return Curation(kept=kept + unscored, dropped=dropped, unscored=unscored, threshold=threshold)
+
+
+def curriculum_order(difficulty: Sequence[float], stages: int, seed: int = 0) -> list[int]:
+    """Indices from easiest to hardest in ``stages`` equal blocks, shuffled within each block (so the model does
+    not see a fixed order inside a difficulty level). NaN difficulties go last."""
+    if stages < 1:
+        raise ValueError("stages must be >= 1")
+    key = [math.inf if d is None or math.isnan(d) else d for d in difficulty]
+    ranked = sorted(range(len(key)), key=lambda i: key[i])
+    rng = random.Random(seed)
+    out: list[int] = []
+    for s in range(stages):
+        block = ranked[s * len(ranked) // stages: (s + 1) * len(ranked) // stages]
+        rng.shuffle(block)
+        out += block
+    return out
+
+
+class CurriculumSampler(torch.utils.data.Sampler[int]):
+    """A ``Trainer`` sampler that yields :func:`curriculum_order` each epoch (a new shuffle inside blocks)."""
+
+    def __init__(self, difficulty: Sequence[float], stages: int, seed: int = 0) -> None:
+        self.difficulty = list(difficulty)
+        self.stages = stages
+        self.seed = seed
+        self.epoch = 0
+
+    def __iter__(self) -> Iterator[int]:
+        order = curriculum_order(self.difficulty, self.stages, self.seed + self.epoch)
+        self.epoch += 1
+        return iter(order)
+
+    def __len__(self) -> int:
+        return len(self.difficulty)
+
+
+def example_difficulty(example_ids: Sequence[str], scores: Sequence[SampleEntropy], by: EntropyKind = "token"
+                       ) -> list[float]:
+    """Each SFT example's entropy, looked up by its pair id (``{pair id}/{AB|BA|a|b}``); NaN when unscored."""
+    table = {s.id: s.value(by) for s in scores}
+    out = []
+    for example_id in example_ids:
+        value = table.get(example_id.rsplit("/", 1)[0])
+        out.append(math.nan if value is None else float(value))
+    return out
+
+
+def read_scores(path: str | Path) -> list[SampleEntropy]:
+    """Scores written by ``score`` (one JSON object per line)."""
+    from critic.batch import jsonl_rows
+
+    out = []
+    for number, _, row, error in jsonl_rows(Path(path)):
+        if error is not None or not isinstance(row, dict) or "id" not in row:
+            print(f"{path}: line {number} is not a score row; ignored", file=sys.stderr)
+            continue
+        out.append(SampleEntropy.from_dict(row))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------- commands
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.entropy", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    score = sub.add_parser("score", help="entropies of a judge on every pair")
+    score.add_argument("--judge", required=True, help="judge folder or Hub id")
+    score.add_argument("--data", required=True, help="preference file (any format critic.preferences reads)")
+    score.add_argument("--format", default="auto")
+    score.add_argument("--images", default=None, help="folder that relative media paths are under")
+    score.add_argument("--output", required=True, help="JSONL, one object per pair")
+    score.add_argument("--limit", type=int, default=None)
+    score.add_argument("--batch-size", type=int, default=16)
+    score.add_argument("--no-progress", action="store_true")
+    cur = sub.add_parser("curate", help="drop the highest-entropy pairs")
+    cur.add_argument("--data", required=True)
+    cur.add_argument("--format", default="auto")
+    cur.add_argument("--images", default=None)
+    cur.add_argument("--scores", required=True, help="output of the score command")
+    cur.add_argument("--by", choices=ENTROPY_KINDS, default="token", help="which entropy curates (default token)")
+    group = cur.add_mutually_exclusive_group(required=True)
+    group.add_argument("--drop", type=float, help="share of scored pairs to drop, highest entropy first")
+    group.add_argument("--threshold", type=float, help="drop pairs whose entropy is above this (nats)")
+    cur.add_argument("--output", required=True, help="kept pairs, generic JSONL")
+    cur.add_argument("--dropped", default=None, help="also write the dropped pairs here")
+    return parser
+
+
+def _write_pairs(pairs: Sequence[PreferencePair], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for pair in pairs:
+            handle.write(json.dumps(pair.to_row(relative_to=path.parent)) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    data = read_preferences(args.data, args.format, args.images)
+    for problem in data.problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    if args.command == "score":
+        pairs = data.pairs[: args.limit] if args.limit else data.pairs
+        judge = Judge.from_pretrained(args.judge, batch_size=args.batch_size)
+        scores = score_entropy(judge, pairs, chunk_size=args.batch_size * 2, progress=not args.no_progress)
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(json.dumps(s.to_dict()) + "\n" for s in scores), encoding="utf-8")
+        errors = sum(s.error is not None for s in scores)
+        print(json.dumps({"pairs": len(scores), "errors": errors, "output": str(out)}))
+        return 0
+    scores = read_scores(args.scores)
+    known = {s.id for s in scores}
+    scores += [SampleEntropy(id=p.id, label=p.preferred, error="not in the scores file")
+               for p in data.pairs if p.id not in known]
+    curation = curate([s for s in scores if s.id in {p.id for p in data.pairs}], by=args.by, drop=args.drop,
+                      threshold=args.threshold)
+    kept = set(curation.kept)
+    _write_pairs([p for p in data.pairs if p.id in kept], Path(args.output))
+    if args.dropped:
+        _write_pairs([p for p in data.pairs if p.id not in kept], Path(args.dropped))
+    print(json.dumps({"kept": len(curation.kept), "dropped": len(curation.dropped),
+                      "unscored_kept": len(curation.unscored), "threshold": curation.threshold}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
