@@ -102,8 +102,8 @@ class DemoRecipe:
     """Share of the critique stages' training preferences flipped (with their critiques and facts): the noisy-label
     setting of entropy-guided training. Answer-only stages and held-out pairs stay clean."""
     check_steps: int = 0
-    """Steps of the text-only check primitive before everything else (:func:`check_examples`); 0 skips it (run 10
-    used 600, with no gain: README)."""
+    """Steps of the text-only check primitive before everything else (:func:`check_examples`); 0 skips it. Measured
+    alone: 93% / 99% / 99.8% of held-out checks right after 750 / 1,000 / 1,250 steps; run 10's 600 stayed at 60%."""
     scene_in_critique: bool = False
     """Start every critique with the whole scene's description ("Row 2, column 3: red circle. …"), so the checks
     that follow can look the fact up in text; costs a longer critique (raise ``critique_max_chars``)."""
