@@ -101,7 +101,7 @@ def test_curriculum_goes_from_low_to_high_entropy_in_blocks_shuffled_inside() ->
 
 def test_example_difficulty_maps_examples_to_their_pairs_entropy() -> None:
     rows = scores([0.2, None])
-    values = example_difficulty(["p0/AB", "p0/BA", "p0/a", "p1/AB", "p9/AB"], rows)
+    values = example_difficulty(["p0/AB", "p0/BA", "p0/a", "p1/AB", "p9/AB"], {r.id: r.token_entropy for r in rows})
     assert values[:3] == [0.2, 0.2, 0.2] and all(math.isnan(v) for v in values[3:])
 
 

@@ -428,10 +428,9 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
                         max_length=recipe.spec.max_position_embeddings, logging_steps=25)
         order = None
         if difficulty is not None:
-            from training.entropy import SampleEntropy, example_difficulty
+            from training.entropy import example_difficulty
 
-            scores = [SampleEntropy(id=i, label="", token_entropy=v) for i, v in difficulty.items()]
-            order = example_difficulty([e.id for e in examples], scores)
+            order = example_difficulty([e.id for e in examples], difficulty)
         result = train_sft(model, processor, examples, sft, work / f"trainer{k}", evaluate_fn=evaluate_fn,
                            eval_every=recipe.eval_every, progress=progress, difficulty=order)
         for record in result.evaluations:

@@ -255,13 +255,12 @@ class CurriculumSampler(torch.utils.data.Sampler[int]):
         return len(self.difficulty)
 
 
-def example_difficulty(example_ids: Sequence[str], scores: Sequence[SampleEntropy], by: EntropyKind = "token"
-                       ) -> list[float]:
-    """Each SFT example's entropy, looked up by its pair id (``{pair id}/{AB|BA|a|b}``); NaN when unscored."""
-    table = {s.id: s.value(by) for s in scores}
+def example_difficulty(example_ids: Sequence[str], pair_values: Mapping[str, float | None]) -> list[float]:
+    """Each SFT example's value (e.g. entropy), looked up by its pair id (``{pair id}/{AB|BA|a|b}``); NaN when the
+    pair has none."""
     out = []
     for example_id in example_ids:
-        value = table.get(example_id.rsplit("/", 1)[0])
+        value = pair_values.get(example_id.rsplit("/", 1)[0])
         out.append(math.nan if value is None else float(value))
     return out
 

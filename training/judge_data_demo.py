@@ -60,8 +60,8 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
     _log("(a) noisy SFT; it is also the warm-up judge")
     report_a = build_demo_judge(out / "a_noisy", noisy, progress=progress)
     stage = next(k for k, s in enumerate(noisy.stages) if s.describe + s.answer < 1.0)
-    pairs = read_preferences(out / "a_noisy" / "build" / f"stage{stage}" / "pairs.jsonl").pairs
-    pairs = pairs[:score_limit] if score_limit else pairs
+    stage_pairs = read_preferences(out / "a_noisy" / "build" / f"stage{stage}" / "pairs.jsonl").pairs
+    pairs = stage_pairs[:score_limit] if score_limit else stage_pairs
     _log(f"entropies of the warm-up judge on {len(pairs)} noisy training pairs")
     warmup = Judge.from_pretrained(str(out / "a_noisy"), batch_size=32)
     scores = score_entropy(warmup, pairs, progress=progress)
@@ -70,8 +70,7 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
     correlation = {kind: spearman([s.value(kind) for s in scored], [float(flipped[s.id]) for s in scored])  # type: ignore[misc]
                    for kind in ("token", "label")}
     curation = curate(scores, by=by, drop=drop)  # type: ignore[arg-type]
-    unscored = {p.id for p in read_preferences(out / "a_noisy" / "build" / f"stage{stage}" / "pairs.jsonl").pairs
-                } - {s.id for s in scores}
+    unscored = {p.id for p in stage_pairs[len(pairs):]}  # beyond --score-limit: kept, as curate keeps the unscored
     keep = set(curation.kept) | unscored
     difficulty = {s.id: s.value(by) for s in scored}
     _log("(b) curated + curriculum SFT")

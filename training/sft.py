@@ -370,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.curriculum:
         from training.entropy import example_difficulty, read_scores
 
-        difficulty = example_difficulty([e.id for e in examples], read_scores(args.curriculum), args.curriculum_by)
+        table = {s.id: s.value(args.curriculum_by) for s in read_scores(args.curriculum)}
+        difficulty = example_difficulty([e.id for e in examples], table)
         missing = sum(math.isnan(d) for d in difficulty)
         if missing:
             print(f"{missing} examples have no entropy score; they come last", file=sys.stderr)
