@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,30 @@ def test_cell_labels_follow_the_token_order() -> None:
     assert labels["shape"][1] == 1 + SHAPES.index("cross") and labels["shape"][14] == 1 + SHAPES.index("circle")
     assert labels["row"].tolist() == [r for r in range(4) for _ in range(4)]
     assert labels["column"].tolist() == list(range(4)) * 4
+    # One class per (colour, shape) combination, 0 for empty cells; cells numbered in token order.
+    blue_cross = list(COLOURS).index("blue") * len(SHAPES) + 1 + SHAPES.index("cross")
+    assert labels["combo"][1] == blue_cross and labels["combo"][0] == 0 and labels["cell"].tolist() == list(range(16))
+    # Scene counts, the same on every token: one blue, one red, one cross, one circle, nothing else.
+    assert labels["n_blue"].tolist() == [1] * 16 and labels["n_green"].tolist() == [0] * 16
+    assert labels["n_cross"].tolist() == [1] * 16 and labels["n_square"].tolist() == [0] * 16
+
+
+def test_combination_codes_keep_the_binding_that_added_words_lose() -> None:
+    """Why combo codes: summing colour and shape directions makes two scenes with swapped attributes identical."""
+    swapped = [[{"row": 0, "col": 0, "colour": "red", "shape": "circle"},
+                {"row": 1, "col": 1, "colour": "blue", "shape": "cross"}],
+               [{"row": 0, "col": 0, "colour": "red", "shape": "cross"},
+                {"row": 1, "col": 1, "colour": "blue", "shape": "circle"}]]
+    labels = cell_labels(swapped, grid=4)
+
+    def bag(name: str, classes: int) -> list[torch.Tensor]:
+        onehot = torch.nn.functional.one_hot(labels[name], classes).view(2, 16, classes).float()
+        return [onehot[i, :, 1:].sum(0) for i in range(2)]  # the scene's sum of tokens, empty left out
+
+    colours, shapes = bag("colour", 1 + len(COLOURS)), bag("shape", 1 + len(SHAPES))
+    assert torch.equal(colours[0], colours[1]) and torch.equal(shapes[0], shapes[1])
+    combos = bag("combo", 1 + len(COLOURS) * len(SHAPES))
+    assert not torch.equal(combos[0], combos[1])
 
 
 @pytest.mark.parametrize("align", [False, True])
@@ -55,6 +80,24 @@ def test_pretraining_teaches_the_tower_colour_and_shape(cell_model_dir: Path, al
     assert all(not torch.equal(before[n], p) for n, p in model.named_parameters() if n in before)
     # Only the tower learns: the language model (and its word embeddings, when aligned to them) is untouched.
     assert all(torch.equal(llm[n], p) for n, p in model.named_parameters() if n in llm)
+
+
+def test_code_heads_are_learned_and_reported(cell_model_dir: Path) -> None:
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    torch.manual_seed(0)
+    processor = AutoProcessor.from_pretrained(cell_model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(cell_model_dir)
+    config = VisionPretrainConfig(steps=80, batch_size=16, heldout_scenes=64, eval_every=40, combo_codes=True,
+                                  cell_codes=True)
+    curve = pretrain_vision(model, processor, config, progress=False)
+    first, last = curve[0], curve[-1]
+    assert {"combo", "cell"} <= set(last) and "counts" not in last
+    # Chance is 1/24 for the combination; the loss of all heads together falls.
+    assert last["combo"] > 0.1 and last["loss"] < first["loss"], curve
+    counted = pretrain_vision(model, processor, replace(config, steps=2, eval_every=2, count_codes=True),
+                              progress=False)
+    assert "counts" in counted[-1] and not any(k.startswith("n_") for k in counted[-1])
 
 
 def test_a_layout_without_one_token_per_cell_is_refused(cell_model_dir: Path) -> None:

@@ -14,7 +14,12 @@ So the demo recipe pre-trains the tower here first, then trains the language mod
 Each merged visual token of a Qwen2-VL-family model covers one 28-pixel cell of the scene, in row-major order
 (:func:`training.synthetic_scenes.draw_scene` aligns the cells), and four linear heads on the token predict the
 cell's colour (or empty), shape (or empty), row and column. The heads are thrown away afterwards; the tower and its
-merger keep what they learned. Training scenes come from the training seed's own share of the scene space and the
+merger keep what they learned. Optional code heads pull each token towards fixed random unit vectors: one per
+colour-and-shape combination (``combo_codes``), per cell (``cell_codes``) and per value of the scene's counts
+(``count_codes``). Why: with colour and shape as two added word directions, a sum of tokens cannot tell "red circle,
+blue cross" from "red cross, blue circle", and the language model learned to name *a* colour in the image rather than
+the asked-about object's (about 50% on two-object scenes); with combination codes the colour questions went from 79%
+to 100% right after 600 steps (measured with a short-answer diagnostic, see the README). Training scenes come from the training seed's own share of the scene space and the
 held-out check from another seed's (see :class:`training.synthetic_scenes.SceneSpace`), so no held-out scene is seen.
 """
 
@@ -49,6 +54,14 @@ class VisionPretrainConfig:
     eval_every: int = field(default=50, metadata={"help": "steps between held-out checks"})
     align_to_words: bool = field(default=False, metadata={
         "help": "score colour and shape by cosine similarity with the language model's embeddings of their words"})
+    combo_codes: bool = field(default=False, metadata={
+        "help": "also pull each occupied cell's token towards a fixed random unit vector of its colour-and-shape "
+                "combination (one code per combination, so a sum of tokens keeps which colour goes with which shape)"})
+    cell_codes: bool = field(default=False, metadata={
+        "help": "also pull every token towards a fixed random unit vector of its cell (row and column together)"})
+    count_codes: bool = field(default=False, metadata={
+        "help": "also pull every token towards codes of the whole scene's counts (how many objects of each colour "
+                "and of each shape), so that any token, or an average of tokens, says how many there are"})
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.max_objects < 1:
@@ -68,7 +81,15 @@ def cell_labels(scenes: list[Scene], grid: int) -> dict[str, torch.Tensor]:
             colour[i, index] = 1 + list(COLOURS).index(obj["colour"])
             shape[i, index] = 1 + SHAPES.index(obj["shape"])
     where = torch.arange(cells)
-    return {"colour": colour.view(-1), "shape": shape.view(-1),
+    # 0 = empty, else one class per (colour, shape) combination.
+    combo = torch.where(colour > 0, (colour - 1) * len(SHAPES) + shape, torch.zeros_like(colour))
+    counts = {}
+    for k, name in enumerate(COLOURS):
+        counts[f"n_{name}"] = (colour == k + 1).sum(1, keepdim=True).expand(-1, cells).reshape(-1)
+    for k, name in enumerate(SHAPES):
+        counts[f"n_{name}"] = (shape == k + 1).sum(1, keepdim=True).expand(-1, cells).reshape(-1)
+    return {"colour": colour.view(-1), "shape": shape.view(-1), "combo": combo.view(-1),
+            "cell": where.repeat(len(scenes)), **counts,
             "row": (where // grid).repeat(len(scenes)), "column": (where % grid).repeat(len(scenes))}
 
 
@@ -93,6 +114,18 @@ class _WordHead(torch.nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         classes = torch.cat([torch.nn.functional.normalize(self.empty, dim=-1)[None], self.words])
         return self.scale * torch.nn.functional.normalize(tokens, dim=-1) @ classes.T
+
+
+class _CodeHead(torch.nn.Module):
+    """A classifier whose class vectors are fixed (cosine similarity, no learned "empty" class)."""
+
+    def __init__(self, codes: torch.Tensor, scale: float = 10.0) -> None:
+        super().__init__()
+        self.register_buffer("codes", torch.nn.functional.normalize(codes, dim=-1))
+        self.scale = scale
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.scale * torch.nn.functional.normalize(tokens, dim=-1) @ self.codes.T
 
 
 def _word_vectors(model: Any, processor: Any, words: list[str]) -> torch.Tensor:
@@ -145,6 +178,25 @@ def pretrain_vision(model: Any, processor: Any, config: VisionPretrainConfig = V
     if config.align_to_words:
         heads["colour"] = _WordHead(_word_vectors(model, processor, list(COLOURS)))
         heads["shape"] = _WordHead(_word_vectors(model, processor, list(SHAPES)))
+    labels_used = LABELS
+    if config.combo_codes:
+        # Fixed random codes, nearly orthogonal in the token width: with colour and shape as two added directions
+        # (align_to_words alone), the average of a scene's tokens is the same for "red circle + blue triangle" and
+        # "red triangle + blue circle", and the language model only learned to name a colour that is present
+        # (50% on two-object scenes). One code per combination keeps the binding in every sum of tokens.
+        codes = torch.randn(len(COLOURS) * len(SHAPES), width, generator=generator)
+        heads["combo"] = _WordHead(codes)
+        labels_used = labels_used + ("combo",)
+    if config.cell_codes:
+        # The same for position: row and column as one code that a sum of tokens cannot mix up.
+        heads["cell"] = _CodeHead(torch.randn(cells, width, generator=generator))
+        labels_used = labels_used + ("cell",)
+    if config.count_codes:
+        # Counting over tokens is hard for the small language model (a 1-in-16 precise average); the tower sees
+        # the whole image (full attention), so every token can carry the scene's counts, one code per value.
+        for name in (*COLOURS, *SHAPES):
+            heads[f"n_{name}"] = _CodeHead(torch.randn(config.max_objects + 1, width, generator=generator))
+            labels_used = labels_used + (f"n_{name}",)
     tower = [p for name, p in model.named_parameters() if "visual" in name or "vision" in name]
     if not tower:
         raise ValueError("the model has no vision-tower parameters (named 'visual' or 'vision')")
@@ -159,13 +211,13 @@ def pretrain_vision(model: Any, processor: Any, config: VisionPretrainConfig = V
         inputs, labels = train.batch(processor, config.batch_size)
         tokens = _visual_tokens(model, inputs["pixel_values"], inputs["image_grid_thw"])
         _check_layout(tokens, config.batch_size, cells)
-        loss = sum(torch.nn.functional.cross_entropy(heads[k](tokens), labels[k]) for k in LABELS)
+        loss = sum(torch.nn.functional.cross_entropy(heads[k](tokens), labels[k]) for k in labels_used)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         if step % config.eval_every == 0 or step == config.steps:
             record = {"step": step, "seconds": time.perf_counter() - start, "loss": loss.item(),
-                      **_accuracy(model, heads, check_inputs, check_labels)}
+                      **_accuracy(model, heads, check_inputs, check_labels, labels_used)}
             curve.append(record)
             if progress:
                 print("[vision] " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
@@ -181,12 +233,17 @@ def _example_inputs(processor: Any, config: VisionPretrainConfig) -> tuple[torch
 
 @torch.no_grad()
 def _accuracy(model: Any, heads: torch.nn.ModuleDict, inputs: dict[str, torch.Tensor],
-              labels: dict[str, torch.Tensor]) -> dict[str, float]:
+              labels: dict[str, torch.Tensor], names: tuple[str, ...] = LABELS) -> dict[str, float]:
     was_training = model.training
     model.eval()
     tokens = _visual_tokens(model, inputs["pixel_values"], inputs["image_grid_thw"])
     model.train(was_training)
     occupied = labels["colour"] > 0
-    out = {k: float((heads[k](tokens).argmax(-1) == labels[k])[occupied].float().mean()) for k in LABELS}
+    out = {k: float((heads[k](tokens).argmax(-1) == labels[k])[occupied].float().mean()) for k in names
+           if not k.startswith("n_")}
+    counted = [k for k in names if k.startswith("n_")]
+    if counted:  # one number for the scene-count codes: share of (token, attribute) counts right
+        out["counts"] = sum(float((heads[k](tokens).argmax(-1) == labels[k]).float().mean()) for k in counted) / \
+            len(counted)
     out["empty"] = float((heads["colour"](tokens).argmax(-1)[~occupied] == 0).float().mean())
     return out
