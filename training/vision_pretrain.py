@@ -19,8 +19,10 @@ colour-and-shape combination (``combo_codes``), per cell (``cell_codes``) and pe
 (``count_codes``). Why: with colour and shape as two added word directions, a sum of tokens cannot tell "red circle,
 blue cross" from "red cross, blue circle", and the language model learned to name *a* colour in the image rather than
 the asked-about object's (about 50% on two-object scenes); with combination codes the colour questions went from 79%
-to 100% right after 600 steps (measured with a short-answer diagnostic, see the README). Training scenes come from the training seed's own share of the scene space and the
-held-out check from another seed's (see :class:`training.synthetic_scenes.SceneSpace`), so no held-out scene is seen.
+to 100% right after 600 steps (measured with a short-answer diagnostic, see the README).
+
+Training scenes come from the training seed's own share of the scene space and the held-out check from another
+seed's (see :class:`training.synthetic_scenes.SceneSpace`), so no held-out scene is seen.
 """
 
 from __future__ import annotations
@@ -100,32 +102,24 @@ def _visual_tokens(model: Any, pixel_values: torch.Tensor, grid_thw: torch.Tenso
     return torch.cat(list(features)) if isinstance(features, (tuple, list)) else features
 
 
-class _WordHead(torch.nn.Module):
-    """A classifier whose class vectors are the language model's (frozen, copied) embeddings of the class words,
-    plus a learned vector for "empty": training it pulls each visual token towards the embeddings of the words that
-    name it, so the language model later sees a red circle's token near the tokens " red" and " circle"."""
-
-    def __init__(self, words: torch.Tensor, scale: float = 10.0) -> None:
-        super().__init__()
-        self.register_buffer("words", torch.nn.functional.normalize(words.detach().clone(), dim=-1))
-        self.empty = torch.nn.Parameter(torch.randn(words.shape[-1]) * words.shape[-1] ** -0.5)
-        self.scale = scale
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        classes = torch.cat([torch.nn.functional.normalize(self.empty, dim=-1)[None], self.words])
-        return self.scale * torch.nn.functional.normalize(tokens, dim=-1) @ classes.T
-
-
 class _CodeHead(torch.nn.Module):
-    """A classifier whose class vectors are fixed (cosine similarity, no learned "empty" class)."""
+    """A classifier by cosine similarity with fixed class vectors (copied, never trained); with ``empty`` a learned
+    vector for an extra class 0. Aligned to the language model's embeddings of colour and shape words, training it
+    pulls each visual token towards the words that name it, so the language model later sees a red circle's token
+    near the tokens " red" and " circle"; with random codes, towards a code of its own."""
 
-    def __init__(self, codes: torch.Tensor, scale: float = 10.0) -> None:
+    def __init__(self, codes: torch.Tensor, empty: bool = False, scale: float = 10.0) -> None:
         super().__init__()
-        self.register_buffer("codes", torch.nn.functional.normalize(codes, dim=-1))
+        self.register_buffer("codes", torch.nn.functional.normalize(codes.detach().clone(), dim=-1))
+        width = codes.shape[-1]
+        self.empty = torch.nn.Parameter(torch.randn(width) * width ** -0.5) if empty else None
         self.scale = scale
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.scale * torch.nn.functional.normalize(tokens, dim=-1) @ self.codes.T
+        classes = self.codes
+        if self.empty is not None:
+            classes = torch.cat([torch.nn.functional.normalize(self.empty, dim=-1)[None], classes])
+        return self.scale * torch.nn.functional.normalize(tokens, dim=-1) @ classes.T
 
 
 def _word_vectors(model: Any, processor: Any, words: list[str]) -> torch.Tensor:
@@ -165,7 +159,8 @@ def pretrain_vision(model: Any, processor: Any, config: VisionPretrainConfig = V
     """Train ``model``'s vision tower and merger in place; return the held-out per-cell accuracy curve.
 
     Each record has ``step``, ``seconds``, ``loss`` and one accuracy per label in :data:`LABELS` (colour and shape
-    over occupied cells, ``empty`` over empty cells, row and column over occupied cells)."""
+    over occupied cells, ``empty`` over empty cells, row and column over occupied cells), plus ``combo`` and ``cell``
+    over occupied cells and ``counts`` over every token when those codes are on."""
     cells = config.grid * config.grid
     width = _visual_tokens(model, *_example_inputs(processor, config)).shape[-1]
     generator = torch.Generator().manual_seed(config.seed)
@@ -176,27 +171,21 @@ def pretrain_vision(model: Any, processor: Any, config: VisionPretrainConfig = V
         for head in heads.values():
             head.weight.copy_(torch.randn(head.weight.shape, generator=generator) * width ** -0.5)
     if config.align_to_words:
-        heads["colour"] = _WordHead(_word_vectors(model, processor, list(COLOURS)))
-        heads["shape"] = _WordHead(_word_vectors(model, processor, list(SHAPES)))
-    labels_used = LABELS
+        heads["colour"] = _CodeHead(_word_vectors(model, processor, list(COLOURS)), empty=True)
+        heads["shape"] = _CodeHead(_word_vectors(model, processor, list(SHAPES)), empty=True)
     if config.combo_codes:
-        # Fixed random codes, nearly orthogonal in the token width: with colour and shape as two added directions
-        # (align_to_words alone), the average of a scene's tokens is the same for "red circle + blue triangle" and
-        # "red triangle + blue circle", and the language model only learned to name a colour that is present
-        # (50% on two-object scenes). One code per combination keeps the binding in every sum of tokens.
+        # Fixed random codes, nearly orthogonal in the token width: one per combination keeps the binding in every
+        # sum of tokens (the module docstring says why that matters).
         codes = torch.randn(len(COLOURS) * len(SHAPES), width, generator=generator)
-        heads["combo"] = _WordHead(codes)
-        labels_used = labels_used + ("combo",)
+        heads["combo"] = _CodeHead(codes, empty=True)
     if config.cell_codes:
         # The same for position: row and column as one code that a sum of tokens cannot mix up.
         heads["cell"] = _CodeHead(torch.randn(cells, width, generator=generator))
-        labels_used = labels_used + ("cell",)
     if config.count_codes:
         # Counting over tokens is hard for the small language model (a 1-in-16 precise average); the tower sees
         # the whole image (full attention), so every token can carry the scene's counts, one code per value.
         for name in (*COLOURS, *SHAPES):
             heads[f"n_{name}"] = _CodeHead(torch.randn(config.max_objects + 1, width, generator=generator))
-            labels_used = labels_used + (f"n_{name}",)
     tower = [p for name, p in model.named_parameters() if "visual" in name or "vision" in name]
     if not tower:
         raise ValueError("the model has no vision-tower parameters (named 'visual' or 'vision')")
@@ -211,13 +200,13 @@ def pretrain_vision(model: Any, processor: Any, config: VisionPretrainConfig = V
         inputs, labels = train.batch(processor, config.batch_size)
         tokens = _visual_tokens(model, inputs["pixel_values"], inputs["image_grid_thw"])
         _check_layout(tokens, config.batch_size, cells)
-        loss = sum(torch.nn.functional.cross_entropy(heads[k](tokens), labels[k]) for k in labels_used)
+        loss = sum(torch.nn.functional.cross_entropy(head(tokens), labels[k]) for k, head in heads.items())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         if step % config.eval_every == 0 or step == config.steps:
             record = {"step": step, "seconds": time.perf_counter() - start, "loss": loss.item(),
-                      **_accuracy(model, heads, check_inputs, check_labels, labels_used)}
+                      **_accuracy(model, heads, check_inputs, check_labels)}
             curve.append(record)
             if progress:
                 print("[vision] " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
@@ -233,15 +222,15 @@ def _example_inputs(processor: Any, config: VisionPretrainConfig) -> tuple[torch
 
 @torch.no_grad()
 def _accuracy(model: Any, heads: torch.nn.ModuleDict, inputs: dict[str, torch.Tensor],
-              labels: dict[str, torch.Tensor], names: tuple[str, ...] = LABELS) -> dict[str, float]:
+              labels: dict[str, torch.Tensor]) -> dict[str, float]:
     was_training = model.training
     model.eval()
     tokens = _visual_tokens(model, inputs["pixel_values"], inputs["image_grid_thw"])
     model.train(was_training)
     occupied = labels["colour"] > 0
-    out = {k: float((heads[k](tokens).argmax(-1) == labels[k])[occupied].float().mean()) for k in names
+    out = {k: float((heads[k](tokens).argmax(-1) == labels[k])[occupied].float().mean()) for k in heads
            if not k.startswith("n_")}
-    counted = [k for k in names if k.startswith("n_")]
+    counted = [k for k in heads if k.startswith("n_")]
     if counted:  # one number for the scene-count codes: share of (token, attribute) counts right
         out["counts"] = sum(float((heads[k](tokens).argmax(-1) == labels[k]).float().mean()) for k in counted) / \
             len(counted)
