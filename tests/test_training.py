@@ -206,6 +206,25 @@ def test_a_recipe_whose_critique_budget_cannot_fit_the_context_is_refused() -> N
     assert DemoRecipe().judge_config().critique_max_chars == 320  # fact-first critiques: fact, then two checks
 
 
+def test_a_focused_stage_keeps_its_families_and_a_seeded_share_of_the_rest(tmp_path: Path) -> None:
+    from training.demo_judge import Stage, focus_families
+
+    pairs = read_preferences(write_dataset(tmp_path / "d", 600, seed=0)).pairs
+    assert focus_families(pairs, Stage(1, 4, 10, 600), seed=0) == pairs
+    stage = Stage(1, 4, 10, 600, families=("count", "position"), other_families=0.25)
+    kept = focus_families(pairs, stage, seed=0)
+    focus = [p for p in pairs if p.category in ("count", "position")]
+    others = [p for p in kept if p.category not in ("count", "position")]
+    assert [p for p in kept if p.category in ("count", "position")] == focus
+    assert 0.15 * (len(pairs) - len(focus)) < len(others) < 0.35 * (len(pairs) - len(focus))
+    assert [p.id for p in kept] == [p.id for p in pairs if p in kept]  # original order
+    assert focus_families(pairs, stage, seed=0) == kept and focus_families(pairs, stage, seed=1) != kept
+    with pytest.raises(ValueError, match="unknown families"):
+        Stage(1, 4, 10, 600, families=("colour", "size"))
+    with pytest.raises(ValueError, match="other_families"):
+        Stage(1, 4, 10, 600, families=("count",), other_families=1.5)
+
+
 def test_check_examples_say_right_exactly_when_claim_and_fact_match() -> None:
     import re
 
