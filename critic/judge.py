@@ -148,6 +148,18 @@ def format_result(result: JudgeResult) -> str:
     return "\n".join(lines)
 
 
+def resolve_judge_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """No model given (``args.model`` None): the shipped demo judge; a usage error that says how to build it when
+    this install lacks its weights. Every command that takes a judge does the same."""
+    if args.model is None:
+        from critic.demo_judge import demo_judge_dir
+
+        try:
+            args.model = str(demo_judge_dir())
+        except FileNotFoundError as exc:
+            parser.error(str(exc))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -160,13 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --question (and responses) for one item, or --input/--output for a batch")
     from critic.core import Judge, JudgeConfig
 
-    if args.model is None:
-        from critic.demo_judge import demo_judge_dir
-
-        try:
-            args.model = str(demo_judge_dir())
-        except FileNotFoundError as exc:
-            parser.error(str(exc))
+    resolve_judge_model(parser, args)
     try:
         config = config_from_args(args, JudgeConfig.from_pretrained(args.model))
     except ValueError as exc:

@@ -43,7 +43,13 @@ from tqdm import tqdm
 
 from critic.batch import BatchSummary, jsonl_rows, pending_rows
 from critic.core import Judge, JudgeConfig
-from critic.judge import add_engine_arguments, add_judging_arguments, config_from_args, engine_options
+from critic.judge import (
+    add_engine_arguments,
+    add_judging_arguments,
+    config_from_args,
+    engine_options,
+    resolve_judge_model,
+)
 from scaling.calls import BudgetExceeded, CountingJudge, JudgeCalls
 from scaling.policy import BACKENDS as POLICY_BACKENDS
 from scaling.policy import Policy, PolicySampling, load_policy
@@ -478,17 +484,6 @@ def load_judge(args: argparse.Namespace, policy: Policy | None = None) -> Judge:
                                     max_model_len=args.max_model_len)
         return Judge(engine, config)
     return Judge.from_pretrained(args.model, backend=args.backend, config=config, **engine_options(args))
-
-
-def resolve_judge_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """``--judge`` omitted: the shipped demo judge, as ``python -m critic.judge`` does (a usage error without it)."""
-    if args.model is None:
-        from critic.demo_judge import demo_judge_dir
-
-        try:
-            args.model = str(demo_judge_dir())
-        except FileNotFoundError as exc:
-            parser.error(str(exc))
 
 
 def build_parser() -> argparse.ArgumentParser:

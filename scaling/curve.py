@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 from critic.core import Judge, JudgeConfig
 from critic.engines.base import SamplingConfig
+from critic.judge import resolve_judge_model
 from critic.plotting import pyplot
 from critic.types import JudgeItem, JudgeResult
 from scaling.best_of_n import (
@@ -58,7 +59,6 @@ from scaling.best_of_n import (
     policy_sampling,
     read_candidates,
     read_items,
-    resolve_judge_model,
     strategy_options,
 )
 from scaling.calls import _PRE_ENGINE_ERRORS, CountedResults, CountingJudge, JudgeCalls
