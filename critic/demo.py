@@ -1,13 +1,13 @@
 """The project's main job, end to end on a fresh machine: ``./run demo`` (or ``python -m critic.demo``).
 
-With a trained judge — the demo judge in :mod:`critic.demo_judge` once its weights are there (``python -m
-training.demo_judge --out critic/demo_judge``), or ``--model`` — it judges a few held-out pairs (scenes from a seed
-never used in training, in ``examples/heldout``) printing each critique and verdict in both orders, then evaluates
-every held-out pair with the image and with the image blanked and prints the accuracy.
+With the demo judge shipped in :mod:`critic.demo_judge` (rebuilt by ``python -m training.demo_judge --out
+critic/demo_judge``), or any judge given with ``--model``, it judges a few held-out pairs (scenes from a seed never
+used in training, in ``examples/heldout``) printing each critique and verdict in both orders, then evaluates every
+held-out pair with the image and with the image blanked and prints the accuracy.
 
-Without one (this checkout does not ship trained weights yet), it judges the bundled sample items with a tiny
-random-weight Qwen2-VL from the factory: gibberish critiques, but the machinery shows — constrained output that
-always parses, probabilities that sum to 1, and the position-consistency check.
+In an install without the demo judge's weights it judges the bundled sample items with a tiny random-weight
+Qwen2-VL from the factory instead: gibberish critiques, but the machinery shows — constrained output that always
+parses, probabilities that sum to 1, and the position-consistency check.
 """
 
 from __future__ import annotations

@@ -60,11 +60,20 @@ def test_usage_errors() -> None:
 def test_no_model_means_the_shipped_demo_judge(image: Path) -> None:
     from critic.demo_judge import DEMO_JUDGE_DIR
 
+    assert (DEMO_JUDGE_DIR / "model.safetensors").is_file(), "the demo judge's weights ship with the repository"
     result = _cli("--image", str(image), "--question", "What colour?", "--response-a", "Red.", "--response-b", "Blue.")
-    if (DEMO_JUDGE_DIR / "config.json").is_file():
-        assert result.returncode == 0 and "Verdict:" in result.stdout, result.stderr
-    else:  # no weights in this checkout: a usage error that says how to get them
-        assert result.returncode == 2 and "python -m training.demo_judge" in result.stderr
+    assert result.returncode == 0 and "Verdict:" in result.stdout, result.stderr
+
+
+def test_without_the_demo_judges_weights_the_cli_says_how_to_build_them(
+        image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import critic.demo_judge
+    from critic.judge import main
+
+    monkeypatch.setattr(critic.demo_judge, "DEMO_JUDGE_DIR", tmp_path)  # an install without the weights
+    with pytest.raises(SystemExit) as exit_:
+        main(["--image", str(image), "--question", "Q", "--response-a", "a", "--response-b", "b"])
+    assert exit_.value.code == 2 and "python -m training.demo_judge" in capsys.readouterr().err
 
 
 def _write_items(path: Path, image: Path, n: int) -> list[str]:

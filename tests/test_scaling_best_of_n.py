@@ -311,17 +311,18 @@ def test_cli_usage_errors(cli, tmp_path: Path, capsys: pytest.CaptureFixture) ->
         main([*BASE, "--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o.jsonl")])
 
 
-def test_cli_without_judge_uses_the_demo_judge(cli, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:  # noqa: ANN001
-    from critic.demo_judge import DEMO_JUDGE_DIR
+def test_cli_without_judge_uses_the_demo_judge(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+                                               capsys: pytest.CaptureFixture) -> None:
+    import critic.demo_judge
 
     args = ["--policy", "P", "--n", "2", "--no-progress", "--input", str(_input(tmp_path)),
             "--output", str(tmp_path / "o.jsonl")]
-    if (DEMO_JUDGE_DIR / "config.json").is_file():
-        assert main(args) == 0
-    else:  # no weights in this checkout: a usage error that says how to get them
-        with pytest.raises(SystemExit):
-            main(args)
-        assert "python -m training.demo_judge" in capsys.readouterr().err
+    assert main(args) == 0  # the shipped demo judge
+    # An install without the weights: a usage error that says how to get them.
+    monkeypatch.setattr(critic.demo_judge, "DEMO_JUDGE_DIR", tmp_path / "no-weights")
+    with pytest.raises(SystemExit):
+        main([*args[:-1], str(tmp_path / "o2.jsonl")])
+    assert "python -m training.demo_judge" in capsys.readouterr().err
     # The judge-free strategy needs no judge at all.
     assert main([*args[:-1], str(tmp_path / "sc.jsonl"), "--strategy", "self_consistency"]) == 0
 
