@@ -259,6 +259,16 @@ def test_a_prompt_is_dropped_when_chosen_does_not_outscore_rejected_or_nothing_w
     assert pair.dropped is not None
 
 
+def test_thresholds_drop_small_margins_and_chosen_answers_that_look_wrong() -> None:
+    ranking, scoring = selection([4.0, 2.0], [(0, 1, 0)])
+    assert select_pair("x", ranking, scoring).dropped is None
+    small = select_pair("x", ranking, scoring, min_margin=2.0)  # margin 2 is not above 2
+    assert small.dropped is not None and "by more than 2" in small.dropped
+    wrong = select_pair("x", ranking, scoring, min_chosen_score=5.5)  # the best candidate scores 4: none looks right
+    assert wrong.dropped is not None and "under 5.5" in wrong.dropped and (wrong.chosen, wrong.rejected) == (0, 1)
+    assert select_pair("x", *selection([8.0, 2.0], [(0, 1, 0)]), min_margin=2.0, min_chosen_score=5.5).dropped is None
+
+
 _TAG = re.compile(r"zq(\d+)x")
 
 
@@ -400,6 +410,8 @@ def test_demonstration_commands_write_their_reports_and_figures(tiny_qwen2_vl_di
                                  "--n-candidates", "3", "--rounds", "1", "--no-progress"]) == 0
     report = json.loads((tmp_path / "d" / "dpo_report.json").read_text())
     assert 0 < report["prompts"] <= 6 and 0.0 <= report["kept_rate"] <= 1.0
+    # The midpoint rule only ever drops more prompts than the plain rule, from the same judgments.
+    assert report["min_chosen_score"] == 5.5 and report["kept"] <= report["no_threshold"]["kept"]
     assert (tmp_path / "d" / "dpo_quality.png").exists()
 
 

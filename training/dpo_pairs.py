@@ -10,7 +10,9 @@ For each prompt (a row with ``question`` and ``image``/``images``, as :class:`sc
 3. the pointwise judge scores every candidate (:class:`scaling.pointwise.PointwiseBestOfN`);
 4. **chosen** is the best-scored candidate among those that won a match, **rejected** the worst-scored among
    those that lost one; the prompt is dropped when there is no such pair or chosen's score is not above
-   rejected's (the two judges disagree, or every candidate looks alike).
+   rejected's (the two judges disagree, or every candidate looks alike) — or, optionally, when the margin is under
+   ``--min-margin`` or chosen's own score under ``--min-chosen-score`` (a prompt where even the best candidate looks
+   wrong gives a pair of two wrong answers: with a weak policy, most of them).
 
 Rows are written in TRL's DPO dataset format — ``prompt``, ``chosen``, ``rejected``, ``images`` — plus ``id``,
 ``chosen_score``, ``rejected_score``, ``margin`` (δ = the score difference) and ``beta``, the per-pair β of dynamic
@@ -84,8 +86,11 @@ class DPOPair:
         return self.chosen_score - self.rejected_score
 
 
-def select_pair(item_id: str | None, ranking: Selection, scoring: Selection) -> DPOPair:
-    """The chosen/rejected rule on one prompt's Swiss matches (``ranking``) and pointwise scores (``scoring``)."""
+def select_pair(item_id: str | None, ranking: Selection, scoring: Selection, *, min_margin: float = 0.0,
+                min_chosen_score: float | None = None) -> DPOPair:
+    """The chosen/rejected rule on one prompt's Swiss matches (``ranking``) and pointwise scores (``scoring``).
+    The pair is dropped unless chosen outscores rejected by more than ``min_margin`` and, when given, chosen's own
+    score is at least ``min_chosen_score``."""
     winners = {m.winner for m in ranking.matches if m.winner is not None and m.b != -1}
     losers = {m.a if m.winner == m.b else m.b for m in ranking.matches if m.winner is not None and m.b != -1}
     scores = scoring.scores
@@ -98,19 +103,25 @@ def select_pair(item_id: str | None, ranking: Selection, scoring: Selection) -> 
     chosen = max(sorted(winners), key=lambda i: scores[i])  # type: ignore[arg-type, return-value]
     rejected = min(sorted(losers), key=lambda i: scores[i])  # type: ignore[arg-type, return-value]
     pair = DPOPair(item_id, chosen, rejected, scores[chosen], scores[rejected])
-    if chosen == rejected or pair.margin is None or pair.margin <= 0:
+    if chosen == rejected:
+        pair.dropped = "the only winner is also the only loser"
+    elif pair.margin is None or pair.margin <= min_margin:
         pair.dropped = (f"chosen's score {scores[chosen]:.2f} is not above rejected's {scores[rejected]:.2f}"
-                        if chosen != rejected else "the only winner is also the only loser")
+                        + (f" by more than {min_margin:g}" if min_margin > 0 else ""))
+    elif min_chosen_score is not None and scores[chosen] < min_chosen_score:  # type: ignore[operator]
+        pair.dropped = f"chosen's score {scores[chosen]:.2f} is under {min_chosen_score:g}: no candidate looks right"
     return pair
 
 
 def build_pairs(items: Sequence[Item], candidates: Sequence[Sequence[Candidate]], judge: Judge, *,
-                rounds: int = 3) -> tuple[list[DPOPair], list[Selection], list[Selection]]:
+                rounds: int = 3, min_margin: float = 0.0, min_chosen_score: float | None = None
+                ) -> tuple[list[DPOPair], list[Selection], list[Selection]]:
     """Rank (Swiss, ``rounds``) and score (pointwise) every prompt's candidates, then apply :func:`select_pair`.
     Returns the pairs with the two selections behind each, for auditing."""
     ranking = Swiss(rounds=rounds).select(items, candidates, judge)
     scoring = PointwiseBestOfN().select(items, candidates, judge)
-    pairs = [select_pair(item.id, r, s) for item, r, s in zip(items, ranking, scoring)]
+    pairs = [select_pair(item.id, r, s, min_margin=min_margin, min_chosen_score=min_chosen_score)
+             for item, r, s in zip(items, ranking, scoring)]
     return pairs, ranking, scoring
 
 
@@ -202,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-margin", type=float, default=0.0,
+                        help="drop a prompt unless chosen outscores rejected by more than this (default 0)")
+    parser.add_argument("--min-chosen-score", type=float, default=None,
+                        help="drop a prompt whose chosen candidate scores under this (e.g. the scale's midpoint)")
     parser.add_argument("--beta", type=float, default=0.1, help="DRS β₀")
     parser.add_argument("--drs-w", type=float, default=1.0, help="DRS w")
     parser.add_argument("--drs-k", type=float, default=0.5, help="DRS k")
@@ -222,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         drs = DRSConfig(args.beta, args.drs_w, args.drs_k)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.min_margin < 0:
+        parser.error("--min-margin must be >= 0")
     data_path = Path(args.data)
     items, bad = [], []
     for number, item_id, row, error in jsonl_rows(data_path):
@@ -246,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         for start in range(0, len(items), args.chunk_size):
             chunk = items[start: start + args.chunk_size]
             candidates = policy.sample(chunk, args.n, sampling)
-            pairs, _, _ = build_pairs(chunk, candidates, judge, rounds=args.rounds)
+            pairs, _, _ = build_pairs(chunk, candidates, judge, rounds=args.rounds, min_margin=args.min_margin,
+                                      min_chosen_score=args.min_chosen_score)
             for item, cands, pair in zip(chunk, candidates, pairs):
                 if pair.dropped is None:
                     handle.write(json.dumps(dpo_row(item, cands, pair, drs)) + "\n")

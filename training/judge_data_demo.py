@@ -169,7 +169,7 @@ def dpo_demo(judge: Judge, policy_dir: str, out: Path, *, n: int = 100, n_candid
     from scaling.curve import reference_checker
     from scaling.demo import labelled_items
     from scaling.policy import PolicySampling, load_policy
-    from training.dpo_pairs import DRSConfig, build_pairs, dpo_row
+    from training.dpo_pairs import DRSConfig, build_pairs, dpo_row, select_pair
 
     pairs = read_preferences(write_dataset(out / "data", n, seed=seed, families="colour,count,shape,position,existence"
                                            )).pairs
@@ -178,23 +178,35 @@ def dpo_demo(judge: Judge, policy_dir: str, out: Path, *, n: int = 100, n_candid
     _log(f"sampling {n_candidates} candidates for {len(items)} questions")
     candidates = policy.sample(items, n_candidates, PolicySampling(temperature=1.0, max_new_tokens=24, seed=seed))
     _log("ranking and scoring with the judge")
-    built, _, _ = build_pairs(items, candidates, judge, rounds=rounds)
+    # UnifiedReward's rule as the issue states it, and the same judgments with chosen required to look right (an
+    # expected score at least the scale's midpoint): with a weak policy most prompts have no right candidate at all.
+    loose, ranking, scoring = build_pairs(items, candidates, judge, rounds=rounds)
+    midpoint = (judge.config.scale_min + judge.config.scale_max) / 2
+    strict = [select_pair(i.id, r, s, min_chosen_score=midpoint) for i, r, s in zip(items, ranking, scoring)]
     drs = DRSConfig()
-    kept, good = [], 0
-    with (out / "dpo.jsonl").open("w", encoding="utf-8") as handle:
+    rows = {}
+    for name, built in (("no_threshold", loose), ("chosen_at_least_midpoint", strict)):
+        rows[name] = []
         for item, cands, pair in zip(items, candidates, built):
-            if pair.dropped is not None:
-                continue
-            row = dpo_row(item, cands, pair, drs)
-            row["chosen_right"] = reference_checker(row["chosen"], item)
-            row["rejected_right"] = reference_checker(row["rejected"], item)
-            good += row["chosen_right"] and not row["rejected_right"]
-            kept.append(row)
-            handle.write(json.dumps(row) + "\n")
-    result = {"prompts": len(items), "kept": len(kept), "kept_rate": len(kept) / max(len(items), 1),
-              "chosen_right_rejected_wrong": good / max(len(kept), 1),
-              "chosen_right": sum(r["chosen_right"] for r in kept) / max(len(kept), 1),
-              "rejected_right": sum(r["rejected_right"] for r in kept) / max(len(kept), 1),
+            if pair.dropped is None:
+                row = dpo_row(item, cands, pair, drs)
+                row["chosen_right"] = reference_checker(row["chosen"], item)
+                row["rejected_right"] = reference_checker(row["rejected"], item)
+                rows[name].append(row)
+    with (out / "dpo.jsonl").open("w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row) + "\n" for row in rows["chosen_at_least_midpoint"])
+
+    def quality(kept: list[dict[str, Any]]) -> dict[str, float]:
+        return {"kept": len(kept), "kept_rate": len(kept) / max(len(items), 1),
+                "chosen_right_rejected_wrong": sum(r["chosen_right"] and not r["rejected_right"] for r in kept)
+                / max(len(kept), 1),
+                "chosen_right": sum(r["chosen_right"] for r in kept) / max(len(kept), 1),
+                "rejected_right": sum(r["rejected_right"] for r in kept) / max(len(kept), 1)}
+
+    any_right = sum(any(reference_checker(c.text, i) for c in cs if c.error is None) for i, cs in zip(items, candidates))
+    result = {"prompts": len(items), "min_chosen_score": midpoint, **quality(rows["chosen_at_least_midpoint"]),
+              "no_threshold": quality(rows["no_threshold"]),
+              "prompts_with_a_right_candidate": any_right / max(len(items), 1),
               "candidates_right": sum(reference_checker(c.text, i) for i, cs in zip(items, candidates) for c in cs
                                       if c.error is None) / max(sum(len(cs) for cs in candidates), 1)}
     _plot_bars(result, out / "dpo_quality.png")
@@ -206,11 +218,14 @@ def _plot_bars(result: dict[str, Any], path: Path) -> bool:
     plt = pyplot("DPO-quality figure")
     if plt is None:
         return False
-    names = ["kept_rate", "chosen_right_rejected_wrong", "chosen_right", "rejected_right", "candidates_right"]
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    ax.bar(range(len(names)), [result[k] for k in names], color=["grey", "tab:green", "tab:blue", "tab:red", "grey"])
+    names = ["kept_rate", "chosen_right_rejected_wrong", "chosen_right", "rejected_right",
+             "prompts_with_a_right_candidate", "candidates_right"]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.bar(range(len(names)), [result[k] for k in names],
+           color=["grey", "tab:green", "tab:blue", "tab:red", "black", "grey"])
     ax.set_xticks(range(len(names)), ["kept pairs", "chosen right &\nrejected wrong", "chosen right",
-                                      "rejected right", "any candidate\nright (rate)"], fontsize=8)
+                                      "rejected right", "prompts with a\nright candidate", "candidates\nright"],
+                  fontsize=8)
     ax.axhline(0.9, color="black", lw=0.8, ls="--")
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("share")
