@@ -48,8 +48,10 @@ def test_the_shipped_judge_judges_held_out_pairs_by_the_image(shipped_judge: Jud
 def test_vllm_serves_the_shipped_judge_as_well_as_transformers() -> None:
     # The same weights through the vLLM engine on CPU (measured: 0.908, consistency 0.933; transformers 0.900).
     judge = Judge.from_pretrained(str(demo_judge_dir()), backend="vllm")
-    report = evaluate(judge, read_preferences(HELDOUT).pairs, chunk_size=64, progress=False)
-    judge.engine.close()
+    try:
+        report = evaluate(judge, read_preferences(HELDOUT).pairs, chunk_size=64, progress=False)
+    finally:
+        judge.engine.close()
     assert report.parse_failures == 0 and not report.errors and report.accuracy >= SEEN_AT_LEAST, report.accuracy
 
 

@@ -183,15 +183,18 @@ def dpo_demo(judge: Judge, policy_dir: str, out: Path, *, n: int = 100, n_candid
     loose, ranking, scoring = build_pairs(items, candidates, judge, rounds=rounds)
     midpoint = (judge.config.scale_min + judge.config.scale_max) / 2
     strict = [select_pair(i.id, r, s, min_chosen_score=midpoint) for i, r, s in zip(items, ranking, scoring)]
+    # Each candidate checked against the reference once; every figure below reads this table.
+    right = [[c.error is None and reference_checker(c.text, item) for c in cands]
+             for item, cands in zip(items, candidates)]
     drs = DRSConfig()
     rows = {}
     for name, built in (("no_threshold", loose), ("chosen_at_least_midpoint", strict)):
         rows[name] = []
-        for item, cands, pair in zip(items, candidates, built):
+        for k, (item, cands, pair) in enumerate(zip(items, candidates, built)):
             if pair.dropped is None:
                 row = dpo_row(item, cands, pair, drs)
-                row["chosen_right"] = reference_checker(row["chosen"], item)
-                row["rejected_right"] = reference_checker(row["rejected"], item)
+                row["chosen_right"] = right[k][pair.chosen]  # type: ignore[index]
+                row["rejected_right"] = right[k][pair.rejected]  # type: ignore[index]
                 rows[name].append(row)
     with (out / "dpo.jsonl").open("w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(row) + "\n" for row in rows["chosen_at_least_midpoint"])
@@ -203,12 +206,10 @@ def dpo_demo(judge: Judge, policy_dir: str, out: Path, *, n: int = 100, n_candid
                 "chosen_right": sum(r["chosen_right"] for r in kept) / max(len(kept), 1),
                 "rejected_right": sum(r["rejected_right"] for r in kept) / max(len(kept), 1)}
 
-    any_right = sum(any(reference_checker(c.text, i) for c in cs if c.error is None) for i, cs in zip(items, candidates))
     result = {"prompts": len(items), "min_chosen_score": midpoint, **quality(rows["chosen_at_least_midpoint"]),
               "no_threshold": quality(rows["no_threshold"]),
-              "prompts_with_a_right_candidate": any_right / max(len(items), 1),
-              "candidates_right": sum(reference_checker(c.text, i) for i, cs in zip(items, candidates) for c in cs
-                                      if c.error is None) / max(sum(len(cs) for cs in candidates), 1)}
+              "prompts_with_a_right_candidate": sum(any(r) for r in right) / max(len(items), 1),
+              "candidates_right": sum(map(sum, right)) / max(sum(len(r) for r in right), 1)}
     _plot_bars(result, out / "dpo_quality.png")
     (out / "dpo_report.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result

@@ -37,8 +37,6 @@ import torch
 
 from training.synthetic_scenes import COLOURS, SHAPES, Scene, SceneSpace, draw_scene
 
-LABELS = ("colour", "shape", "row", "column")
-
 
 @dataclass(frozen=True)
 class VisionPretrainConfig:
@@ -158,8 +156,8 @@ def pretrain_vision(model: Any, processor: Any, config: VisionPretrainConfig = V
                     progress: bool = True) -> list[dict[str, Any]]:
     """Train ``model``'s vision tower and merger in place; return the held-out per-cell accuracy curve.
 
-    Each record has ``step``, ``seconds``, ``loss`` and one accuracy per label in :data:`LABELS` (colour and shape
-    over occupied cells, ``empty`` over empty cells, row and column over occupied cells), plus ``combo`` and ``cell``
+    Each record has ``step``, ``seconds``, ``loss`` and one accuracy per head (colour and shape over occupied
+    cells, ``empty`` over empty cells, row and column over occupied cells), plus ``combo`` and ``cell``
     over occupied cells and ``counts`` over every token when those codes are on."""
     cells = config.grid * config.grid
     width = _visual_tokens(model, *_example_inputs(processor, config)).shape[-1]
