@@ -332,3 +332,48 @@ def test_compare_critiques_put_the_believed_fact_next_to_each_claim_in_the_same_
             shown[side] = fact
         assert shown["a"] == shown["b"]  # one believed fact, stated the same way for both responses
         assert "observation" in row  # the fact sentence stays at the top, as in the check style
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.5])
+def test_listing_enumerates_what_decides_the_believed_fact_and_changes_nothing_else(noise: float) -> None:
+    plain = generate_pairs(240, 4, noise=noise, critique_style="compare")
+    listed = generate_pairs(240, 4, noise=noise, critique_style="compare", listing="count,position")
+    seen = Counter()
+    for row, base in zip(listed, plain):
+        if row["category"] not in ("count", "position"):
+            assert row == base
+            continue
+        assert {k: v for k, v in row.items() if k != "observation"} == \
+               {k: v for k, v in base.items() if k != "observation"}
+        listing, fact = row["observation"][: -len(base["observation"]) - 1], base["observation"]
+        assert row["observation"] == f"{listing} {fact}"
+        scene = row["meta"]["scene"]
+        believed = row[f"response_{row['preferred'].lower()}"]  # the fact the label takes as true
+        if row["category"] == "count":
+            head, items = re.fullmatch(r"(\w+(?: objects)?): (.+)\.", listing).groups()
+            names = [] if items == "none" else items.split(", ")
+            assert len(names) == int(re.search(r"\d+", believed).group())  # agrees with the believed count
+            if not row["meta"]["noisy"]:  # and, for a clean row, with the scene in reading order
+                if head.endswith(" objects"):
+                    colour = head.split()[0].lower()
+                    truth = [o["shape"] for o in sorted(scene, key=lambda o: (o["row"], o["col"]))
+                             if o["colour"] == colour]
+                else:
+                    shape = "cross" if head == "Crosses" else head.lower()[:-1]
+                    truth = [o["colour"] for o in sorted(scene, key=lambda o: (o["row"], o["col"]))
+                             if o["shape"] == shape]
+                assert names == truth, (listing, scene)
+        else:
+            name = re.fullmatch(r"Where is the (\w+ \w+)\?", row["question"]).group(1)
+            r, c = map(int, re.search(r"row (\d+), column (\d+)", believed).groups())
+            cells = re.fullmatch(rf"Row {r}: (.+)\.", listing).group(1).split(", ")
+            assert len(cells) == row["meta"]["grid"] and cells[c - 1] == name and cells.count(name) == 1
+            others = {o["col"] + 1: f"{o['colour']} {o['shape']}" for o in scene
+                      if o["row"] + 1 == r and f"{o['colour']} {o['shape']}" != name}
+            for k, cell in enumerate(cells, start=1):
+                assert cell == (name if k == c else others.get(k, "empty"))
+        seen[(row["category"], row["meta"]["noisy"])] += 1
+    assert seen[("count", False)] and seen[("position", False)]
+    assert (seen[("count", True)] > 0 and seen[("position", True)] > 0) == (noise > 0)
+    with pytest.raises(ValueError, match="listing is offered for count, position only"):
+        generate_pairs(4, 0, listing="colour")

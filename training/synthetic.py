@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from training.synthetic_scenes import COLOURS, SHAPES, Scene, SceneSpace, describe_scene, draw_scene, sorted_scene
 
-__all__ = ["FAMILIES", "RIGHT_SCORE", "WRONG_SCORE", "describe_scene", "draw_scene", "generate_pairs", "main",
+__all__ = ["FAMILIES", "LISTING_FAMILIES", "RIGHT_SCORE", "WRONG_SCORE", "describe_scene", "draw_scene", "generate_pairs", "main",
            "write_dataset"]
 
 RIGHT_SCORE = 10
@@ -70,6 +70,13 @@ class _Question:
     text: str
     true: _Claim
     false: _Claim
+    subject: tuple[str, str] | None = None
+    """What a listing enumerates: ("colour", "red") or ("shape", "square") for count, ("object", "red circle")
+    for position."""
+
+
+def _plural(shape: str) -> str:
+    return shape + ("es" if shape.endswith("ss") else "s")
 
 
 def _a(word: str) -> str:
@@ -124,7 +131,7 @@ def _position(scene: Scene, rng: random.Random, target: float, grid: int, max_ob
         where = f"row {cell[0] + 1}, column {cell[1] + 1}"
         return _Claim(f"It is in {where}.", f"The {name} is in {where}.", where)
 
-    return _Question(f"Where is the {name}?", claim((obj["row"], obj["col"])), claim(wrong))
+    return _Question(f"Where is the {name}?", claim((obj["row"], obj["col"])), claim(wrong), ("object", name))
 
 
 def _count(scene: Scene, rng: random.Random, target: float, grid: int, max_objects: int) -> _Question | None:
@@ -140,13 +147,13 @@ def _count(scene: Scene, rng: random.Random, target: float, grid: int, max_objec
     def noun(k: int) -> str:
         if kind == "colour":
             return f"{value} object" + ("" if k == 1 else "s")
-        return value + ("" if k == 1 else "es" if value.endswith("ss") else "s")
+        return value if k == 1 else _plural(value)
 
     def claim(k: int) -> _Claim:
         text = f"There {'is' if k == 1 else 'are'} {k} {noun(k)}."
         return _Claim(text, text, str(k))
 
-    return _Question(f"How many {noun(2)} are there?", claim(wanted), claim(wrong))
+    return _Question(f"How many {noun(2)} are there?", claim(wanted), claim(wrong), (kind, value))
 
 
 def _existence(scene: Scene, rng: random.Random, target: float, grid: int, max_objects: int) -> _Question | None:
@@ -188,6 +195,37 @@ FAMILIES: tuple[str, ...] = tuple(_FAMILY_FUNCS)
 
 
 CRITIQUE_STYLES = ("restate", "check", "compare")
+LISTING_FAMILIES = ("count", "position")
+
+
+def _listing(question: _Question, believed: _Claim, scene: Scene, grid: int, rng: random.Random) -> str:
+    """The objects that decide the believed fact, listed in reading order before it is stated: for count, every
+    object of the asked colour or shape ("Squares: green, green, red." / "Orange objects: none."); for position, the
+    believed row cell by cell ("Row 2: empty, red circle, empty, blue square."). Stating the count or column then
+    copies from text instead of tallying visual tokens in one step: measured on the shipped judge, count critiques
+    with the listing went from 60% to 80% in 800 continuation steps, plain ones to 62%. A noisy row's listing
+    agrees with its (wrong) believed fact, so the listing's length or layout never tells the flip apart."""
+    assert question.subject is not None
+    kind, value = question.subject
+    ordered = sorted_scene(scene)
+    if kind == "object":
+        row, col = (int(x) - 1 for x in believed.gist.replace("row ", "").split(", column "))
+        cells = {o["col"]: f"{o['colour']} {o['shape']}" for o in ordered
+                 if o["row"] == row and f"{o['colour']} {o['shape']}" != value}
+        cells[col] = value
+        return f"Row {row + 1}: " + ", ".join(cells.get(c, "empty") for c in range(grid)) + "."
+    if kind == "colour":
+        head, names, pool = f"{value.capitalize()} objects:", [o["shape"] for o in ordered if o["colour"] == value], \
+            SHAPES
+    else:
+        head, names, pool = f"{_plural(value).capitalize()}:", [o["colour"] for o in ordered if o["shape"] == value], \
+            COLOURS
+    wanted = int(believed.gist)
+    while len(names) > wanted:
+        names.pop(rng.randrange(len(names)))
+    while len(names) < wanted:
+        names.insert(rng.randrange(len(names) + 1), rng.choice(list(pool)))
+    return f"{head} {', '.join(names) if names else 'none'}."
 
 
 def scene_questions(scene: Scene, rng: random.Random, k: int, grid: int = 4, max_objects: int = 4,
@@ -296,7 +334,8 @@ def _noisy_rows(positions: list[str], noise: float, seed: int) -> set[int]:
 
 
 def _make_row(index: int, width: int, seed: int, family: str, position: str, noisy: bool, scene: Scene,
-              question: _Question, grid: int, cell: int, critique_style: str) -> dict[str, Any]:
+              question: _Question, grid: int, cell: int, critique_style: str,
+              listing: tuple[str, ...] = ()) -> dict[str, Any]:
     a, b = (question.true, question.false) if position == "A" else (question.false, question.true)
     # The claim the row's label takes as the fact: the true one, or for a noisy row the false one.
     believed = question.false if noisy else question.true
@@ -319,6 +358,10 @@ def _make_row(index: int, width: int, seed: int, family: str, position: str, noi
         "meta": {"scene": scene, "grid": grid, "cell": cell, "description": describe_scene(scene),
                  "noisy": noisy, "seed": seed, "critique_style": critique_style},
     }
+    if family in listing and question.subject is not None:
+        # Its own stream per row, so that listing some families changes no other row (nor the main stream).
+        rng = random.Random(f"critic-synthetic-listing-{seed}-{index}")
+        row["observation"] = f"{_listing(question, believed, scene, grid, rng)} {row['observation']}"
     if critique_style == "restate":  # the fact is in each critique; a leading observation would only repeat it
         row["meta"]["observation"] = row.pop("observation")
     return row
@@ -326,13 +369,21 @@ def _make_row(index: int, width: int, seed: int, family: str, position: str, noi
 
 def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str] | str = FAMILIES, grid: int = 4,
                    cell: int = 28, min_objects: int = 1, max_objects: int = 4, critique_style: str = "restate",
-                   progress: bool = False) -> list[dict[str, Any]]:
+                   listing: Sequence[str] | str = (), progress: bool = False) -> list[dict[str, Any]]:
     """``n`` preference rows for ``seed`` (schema in the module docstring); images are drawn by `write_dataset`.
 
     ``families`` is a sequence of names or a comma-separated string; object counts are uniform over
-    ``min_objects..max_objects``. Raises ``ValueError`` for bad arguments.
+    ``min_objects..max_objects``. ``listing`` (names or a comma-separated string, from :data:`LISTING_FAMILIES`):
+    those families' observations open with the objects that decide them (see :func:`_listing`); the other rows and
+    the random stream are unchanged. Raises ``ValueError`` for bad arguments.
     """
     families = _check_args(n, seed, noise, families, grid, cell, min_objects, max_objects)
+    if isinstance(listing, str):
+        listing = [f.strip() for f in listing.split(",") if f.strip()]
+    listing = tuple(listing)
+    if set(listing) - set(LISTING_FAMILIES):
+        raise ValueError(f"listing is offered for {', '.join(LISTING_FAMILIES)} only, got "
+                         f"{', '.join(sorted(set(listing) - set(LISTING_FAMILIES)))}")
     if critique_style not in CRITIQUE_STYLES:
         raise ValueError(f"critique_style must be one of {', '.join(CRITIQUE_STYLES)}, got {critique_style!r}")
     rng = random.Random(seed)
@@ -354,19 +405,21 @@ def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str
                                f"tries (grid {grid}, {min_objects}..{max_objects} objects); try a smaller seed or "
                                f"other object counts")
         rows.append(_make_row(i, width, seed, fams[i], positions[i], i in noisy, scene, question, grid, cell,
-                              critique_style))
+                              critique_style, listing))
     return rows
 
 
 def write_dataset(out_dir: str | Path, n: int, seed: int, noise: float = 0.0,
                   families: Sequence[str] | str = FAMILIES, grid: int = 4, cell: int = 28, min_objects: int = 1,
-                  max_objects: int = 4, critique_style: str = "restate", progress: bool = False) -> Path:
+                  max_objects: int = 4, critique_style: str = "restate", listing: Sequence[str] | str = (),
+                  progress: bool = False) -> Path:
     """Generate rows as `generate_pairs` does and write ``out_dir/pairs.jsonl`` and ``out_dir/images/*.png``.
 
     Returns the path of ``pairs.jsonl``; image paths in the rows are relative to ``out_dir``.
     """
     rows = generate_pairs(n, seed, noise=noise, families=families, grid=grid, cell=cell, min_objects=min_objects,
-                          max_objects=max_objects, critique_style=critique_style, progress=progress)
+                          max_objects=max_objects, critique_style=critique_style, listing=listing,
+                          progress=progress)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     for row in tqdm(rows, desc="images", unit="img", disable=not progress, file=sys.stderr):
@@ -398,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--critique-style", default="restate", choices=CRITIQUE_STYLES,
                         help="restate: 'It says red; the triangle is blue. Wrong.' (default); "
                              "check: an observation, then 'It says red. Wrong.'")
+    parser.add_argument("--listing", default="",
+                        help=f"comma-separated families ({','.join(LISTING_FAMILIES)}) whose observation first lists "
+                             "the objects that decide it: 'Squares: green, red. There are 2 squares.'")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
 
@@ -408,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = write_dataset(args.out, args.n, args.seed, noise=args.noise, families=args.families, grid=args.grid,
                              cell=args.cell, min_objects=args.min_objects, max_objects=args.max_objects,
-                             critique_style=args.critique_style, progress=not args.no_progress)
+                             critique_style=args.critique_style, listing=args.listing,
+                             progress=not args.no_progress)
     except ValueError as exc:
         parser.error(str(exc))
     noisy = round(args.noise * args.n)
