@@ -430,3 +430,6 @@ def test_egt_demonstration_quick_runs_noisy_curated_and_clean_judges(tmp_path: P
     assert not any(p.meta["noisy"] for p in clean)
     curated = json.loads((tmp_path / "b_egt" / "demo_report.json").read_text())
     assert curated["steps"] == json.loads((tmp_path / "a_noisy" / "demo_report.json").read_text())["steps"]
+    assert report["recipe"] == "quick"
+    with pytest.raises(ValueError, match="recipe must be one of full, small, quick"):
+        judge_data_demo.egt_demo(tmp_path / "x", recipe="tiny")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -196,6 +197,39 @@ def test_quick_demo_recipe_builds_a_judge_that_loads_and_judges(tmp_path: Path) 
     from critic.demo import main as demo
 
     assert demo(["--model", str(tmp_path / "judge"), "--limit", "6", "--show", "1"]) == 0
+    # The last stage lists the counted objects before the count; earlier stages do not.
+    listed = [p.observation for p in read_preferences(tmp_path / "judge" / "build" / "stage2" / "pairs.jsonl").pairs
+              if p.category == "count"]
+    plain = [p.observation for p in read_preferences(tmp_path / "judge" / "build" / "stage1" / "pairs.jsonl").pairs
+             if p.category == "count"]
+    assert listed and all(re.match(r"\w+( objects)?: ", o) for o in listed)
+    assert plain and all(o.startswith("There ") for o in plain)
+
+
+@pytest.mark.slow
+def test_resuming_a_recipe_at_a_stage_trains_it_exactly_as_the_full_build(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from training.demo_judge import QUICK, build_demo_judge
+
+    # Stage 0 is large enough that the tokenizer's corpus (the first 2,000 pairs) comes from it alone, as in the
+    # shipped recipe; otherwise a two-stage build would train another tokenizer than the three-stage one.
+    recipe = replace(QUICK, stages=(replace(QUICK.stages[0], pairs=2000),) + QUICK.stages[1:])
+    build_demo_judge(tmp_path / "first", replace(recipe, stages=recipe.stages[:2]), progress=False)
+    full = build_demo_judge(tmp_path / "full", recipe, progress=False)
+    resumed = build_demo_judge(tmp_path / "resumed", recipe, progress=False, init=tmp_path / "first",
+                               start_stage=2)
+    # The report continues the first build's: same steps, same curve, both builds' minutes.
+    assert resumed["start_stage"] == 2 and resumed["steps"] == full["steps"]
+    assert [(r["step"], r["accuracy"]) for r in resumed["curve"]] == [(r["step"], r["accuracy"]) for r in full["curve"]]
+    assert 0 < resumed["resumed_minutes"] < resumed["build_minutes"]
+    a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("full", "resumed"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["accuracy"] == full["accuracy"]
+    with pytest.raises(ValueError, match="needs init"):
+        build_demo_judge(tmp_path / "x", recipe, start_stage=1)
+    with pytest.raises(ValueError, match="start_stage must be in 0..2"):
+        build_demo_judge(tmp_path / "x", recipe, init=tmp_path / "first", start_stage=3)
 
 
 def test_a_recipe_whose_critique_budget_cannot_fit_the_context_is_refused() -> None:
@@ -223,12 +257,14 @@ def test_a_focused_stage_keeps_its_families_and_a_seeded_share_of_the_rest(tmp_p
         Stage(1, 4, 10, 600, families=("colour", "size"))
     with pytest.raises(ValueError, match="other_families"):
         Stage(1, 4, 10, 600, families=("count",), other_families=1.5)
+    with pytest.raises(ValueError, match="listing is offered for count, position only"):
+        Stage(1, 4, 10, 600, listing=("colour",))
 
 
 def test_check_examples_say_right_exactly_when_claim_and_fact_match() -> None:
     import re
 
-    from training.demo_judge import check_examples
+    from training.demo_tasks import check_examples
 
     examples = check_examples(40, seed=0)
     checks = [m for e in examples for m in re.findall(r"It says (.+?), the image shows (.+?)\. (Right|Wrong)\.",
@@ -240,3 +276,21 @@ def test_check_examples_say_right_exactly_when_claim_and_fact_match() -> None:
     near = [(c, f) for c, f, v in checks if v == "Wrong" and "," in f and c.split(",")[0] == f.split(",")[0]]
     assert near  # position claims that differ in one coordinate only
     assert check_examples(5, seed=1)[0].target != examples[0].target
+
+
+@pytest.mark.slow
+def test_critique_ablation_quick_builds_both_arms_from_one_recipe(tmp_path: Path) -> None:
+    from training import critique_ablation
+
+    assert critique_ablation.main(["--out", str(tmp_path), "--quick", "--no-progress"]) == 0
+    report = json.loads((tmp_path / "ablation.json").read_text())
+    assert set(report["arms"]) == {"critique", "verdict_only"} and (tmp_path / "ablation.png").stat().st_size > 0
+    recipes = {arm: json.loads((tmp_path / arm / "demo_report.json").read_text())["recipe"] for arm in report["arms"]}
+    assert recipes["verdict_only"]["verdict_only"] and not recipes["critique"]["verdict_only"]
+    assert {**recipes["critique"], "verdict_only": True} == recipes["verdict_only"]  # the one difference
+    assert report["critique_minus_verdict_only"] == pytest.approx(
+        report["arms"]["critique"]["accuracy"] - report["arms"]["verdict_only"]["accuracy"])
+    for arm in report["arms"].values():
+        assert arm["parse_failures"] == 0 and arm["curve"]
+    with pytest.raises(SystemExit):
+        critique_ablation.main(["--out", str(tmp_path / "bad"), "--steps", "0"])

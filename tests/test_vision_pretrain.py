@@ -10,7 +10,7 @@ import torch
 
 from critic.preferences import PreferencePair, read_preferences
 from critic.tiny import QWEN_SPECIAL_TOKENS, TinySpec, build_tiny_model, train_tokenizer
-from training.demo_judge import ANSWER_SYSTEM, answer_examples
+from training.demo_tasks import ANSWER_SYSTEM, answer_examples
 from training.synthetic import write_dataset
 from training.synthetic_scenes import COLOURS, SHAPES
 from training.vision_pretrain import VisionPretrainConfig, cell_labels, pretrain_vision

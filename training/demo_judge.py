@@ -2,6 +2,7 @@
 
     python -m training.demo_judge --out runs/demo_judge            # the recipe the shipped judge was built with
     python -m training.demo_judge --out /tmp/quick --quick         # a minute-long run that checks the plumbing
+    python -m training.demo_judge --out runs/next --init runs/demo_judge --start-stage 4   # resume at a stage
 
 Steps (each with a progress bar or log line on stderr):
 
@@ -30,18 +31,29 @@ from pathlib import Path
 from typing import Any
 
 from critic.core import Judge, JudgeConfig
-from critic.engines.base import ChatPrompt
 from critic.engines.hf import TransformersEngine
-from critic.engines.tokenizer_utils import render_prompt
 from critic.evaluate import evaluate
-from critic.media import load_image
 from critic.plotting import pyplot
 from critic.preferences import PreferencePair, read_preferences
 from critic.prompting import PromptConfig
 from critic.tiny import QWEN_SPECIAL_TOKENS, TinySpec, build_tiny_model, builtin_corpus, train_tokenizer
+from training.demo_tasks import (
+    ANSWER_SYSTEM,
+    CHECK_SYSTEM,
+    CHECK_TEXT,
+    DESCRIBE_QUESTION,
+    DESCRIBE_SYSTEM,
+    answer_exactness,
+    answer_examples,
+    cell_listing,
+    check_accuracy,
+    check_examples,
+    description_exactness,
+    description_examples,
+)
 from training.sft import SFTConfig, save_judge, train_sft
 from training.sft_data import SFTExample, build_examples
-from training.synthetic import FAMILIES, scene_questions, write_dataset
+from training.synthetic import FAMILIES, LISTING_FAMILIES, write_dataset
 from training.vision_pretrain import VisionPretrainConfig, pretrain_vision
 
 
@@ -73,11 +85,16 @@ class Stage:
     other_families: float = 0.0
     """With ``families``, the share of the other families' pairs kept anyway, so that what is learned is not
     forgotten."""
+    listing: tuple[str, ...] = ()
+    """Families whose critiques (and short answers) first list the objects that decide the fact ("Squares: green,
+    red. There are 2 squares."; :data:`training.synthetic.LISTING_FAMILIES`)."""
 
     def __post_init__(self) -> None:
         unknown = set(self.families or ()) - set(FAMILIES)
         if unknown:
             raise ValueError(f"unknown families {sorted(unknown)}; known: {', '.join(FAMILIES)}")
+        if set(self.listing) - set(LISTING_FAMILIES):
+            raise ValueError(f"listing is offered for {', '.join(LISTING_FAMILIES)} only, got {self.listing}")
         if not 0.0 <= self.other_families <= 1.0:
             raise ValueError("other_families must be in [0, 1]")
 
@@ -93,7 +110,12 @@ class DemoRecipe:
         # hallucination 84 -> 98%). As these two stages (run 13, the shipped judge): 86.7%.
         Stage(1, 4, 1000, 24000, answer=0.25, learning_rate=1e-3),
         Stage(1, 4, 1000, 24000, answer=0.25, learning_rate=1e-3,
-              families=("existence", "count", "position", "hallucination"), other_families=0.15))
+              families=("existence", "count", "position", "hallucination"), other_families=0.15),
+        # Count stated wrong (60%): count critiques that list the matching objects first ("Squares: green, red. There
+        # are 2 squares."), with 15% of the other families kept. As an 800-step script on run 13's judge: count
+        # 60 -> 80%, all 86.7 -> 89.3%; plain count critiques 62%. Listing position's row instead: position 84 -> 76%.
+        Stage(1, 4, 1000, 24000, answer=0.25, learning_rate=1e-3, families=("count",), other_families=0.15,
+              listing=("count",)))
     vision: VisionPretrainConfig | None = field(default_factory=lambda: VisionPretrainConfig(
         steps=600, align_to_words=True, combo_codes=True, cell_codes=True))
     """Per-cell pre-training of the vision tower before any SFT (:mod:`training.vision_pretrain`); None skips it.
@@ -130,6 +152,11 @@ class DemoRecipe:
     """Steps of the text-only check primitive before everything else (:func:`check_examples`); 0 skips it. Measured
     alone: 93% / 99% / 99.8% of held-out checks right after 750 / 1,000 / 1,250 steps; run 10's 600 stayed at 60%;
     run 12's 1,200: 60 / 94 / 98% after 400 / 800 / 1,200."""
+    verdict_only: bool = False
+    """Replace every critique target by the one-character placeholder :data:`VERDICT_ONLY_CRITIQUE`, so the verdict
+    is learned directly: the verdict-only arm of :mod:`training.critique_ablation`."""
+    heldout_families: tuple[str, ...] = FAMILIES
+    """The held-out pairs' question families."""
     scene_in_critique: bool = False
     """Start every critique with the whole scene's description ("Row 2, column 3: red circle. …"), so the checks
     that follow can look the fact up in text; costs a longer critique (raise ``critique_max_chars``)."""
@@ -155,10 +182,21 @@ class DemoRecipe:
 QUICK = DemoRecipe(check_steps=5, critique_style="compare",
                    stages=(Stage(1, 2, 10, 64, answer=1.0), Stage(1, 2, 20, 64, describe=0.2, answer=0.2),
                            Stage(1, 2, 6, 64, answer=0.25, learning_rate=1e-3, families=("count", "existence"),
-                                 other_families=0.2)),
+                                 other_families=0.2, listing=("count", "position"))),
                    heldout_pairs=16, eval_pairs=16, eval_every=20, batch_size=8,
                    vision=VisionPretrainConfig(steps=10, batch_size=8, heldout_scenes=16, eval_every=5,
                                                align_to_words=True, combo_codes=True, cell_codes=True))
+
+SMALL = DemoRecipe(stages=(Stage(1, 1, 400, 6000, answer=1.0, families=("colour", "shape")),
+                           Stage(1, 1, 800, 6000, answer=0.25, families=("colour", "shape"))),
+                   check_steps=1200, heldout_pairs=160, heldout_max_objects=1, heldout_families=("colour", "shape"),
+                   eval_pairs=48, eval_every=400)
+"""About 17 minutes: the shipped recipe's steps on single-object scenes with colour and shape questions only, and
+shorter (check primitive, vision pre-training, 400 short-answer steps, 800 critique steps). For experiments that
+need several judges (:mod:`training.critique_ablation`, the small entropy-guided training demonstration), where the
+question is how a target or a curation changes learning, not how a multi-object scene is read. Measured: a first
+version without the vision and short-answer steps, whose tokenizer knew only colour and shape pairs (its check stage
+stayed at the 60% baseline), was still at chance (50%) after 600 critique steps."""
 
 
 def _log(message: str) -> None:
@@ -178,163 +216,8 @@ def _corpus(pairs: list[PreferencePair], config: JudgeConfig) -> list[str]:
     return texts + builtin_corpus(2000)
 
 
-DESCRIBE_SYSTEM = "Describe the image."
-CHECK_SYSTEM = "Check each claim against the image."
-CHECK_TEXT = "Claims and facts:"
-ANSWER_SYSTEM = "Answer the question."
-DESCRIBE_QUESTION = "List every object with its row and column."
-
-
-def cell_listing(scene: list[dict[str, Any]], grid: int) -> str:
-    """Every cell in reading order, "empty" or its object: one item per visual token, in the tokens' order."""
-    cells = {(o["row"], o["col"]): f"{o['colour']} {o['shape']}" for o in scene}
-    return ", ".join(cells.get((r, c), "empty") for r in range(grid) for c in range(grid)) + "."
-
-
-def description_examples(pairs: list[PreferencePair], style: str = "rows") -> list[SFTExample]:
-    """One scene-description example per pair's image: ``rows`` is the canonical description the synthetic rows
-    carry ("Row 2, column 3: red circle. …"), ``cells`` the cell-by-cell listing (:func:`cell_listing`)."""
-    out = []
-    for pair in pairs:
-        image = load_image(pair.images[0])
-        prompt = ChatPrompt(system=DESCRIBE_SYSTEM, text=DESCRIBE_QUESTION, images=(image,))
-        target = (cell_listing(pair.meta["scene"], pair.meta["grid"]) if style == "cells"
-                  else pair.meta["description"])
-        out.append(SFTExample(f"{pair.id}/describe", prompt, target, "pairwise", "", "describe"))
-    return out
-
-
-def answer_examples(pairs: list[PreferencePair], questions: int = 1) -> list[SFTExample]:
-    """One short-answer example per pair: the question, answered with the image's fact (``meta.observation``).
-    Hallucination pairs are left out: their question ("Name one object") has no single right answer. With
-    ``questions > 1`` each example asks 1..questions questions about the pair's scene, one per line, and the target
-    states their facts in the same order (:func:`training.synthetic.scene_questions`, seeded by the pair id)."""
-    import random
-    import zlib
-
-    out = []
-    for pair in pairs:
-        fact = pair.meta.get("observation") or pair.observation  # restate style keeps the fact in meta
-        if pair.category == "hallucination" or not fact:
-            continue
-        text, target = pair.question, fact
-        if questions > 1 and "scene" in pair.meta:
-            rng = random.Random(zlib.crc32(pair.id.encode()))
-            # 1..k questions, not always k: a model that only ever saw k-question prompts answered a single question
-            # with the wrong fact (0 of 53 held-out), though it got 62% of facts right when asked four at a time.
-            asked = scene_questions(pair.meta["scene"], rng, rng.randint(1, questions), pair.meta.get("grid", 4))
-            if asked:
-                text = "\n".join(q["question"] for q in asked)
-                target = " ".join(q["fact"] for q in asked)
-        prompt = ChatPrompt(system=ANSWER_SYSTEM, text=text, images=(load_image(pair.images[0]),))
-        out.append(SFTExample(f"{pair.id}/answer", prompt, target, "pairwise", "", pair.category))
-    return out
-
-
-def _gist(rng: Any, kind: int, like: str | None = None) -> str:
-    """A short claim of one question family, in the form the synthetic critiques quote it."""
-    from training.synthetic_scenes import COLOURS, SHAPES
-
-    if kind == 0:
-        return rng.choice(list(COLOURS))
-    if kind == 1:
-        return rng.choice(list(SHAPES))
-    if kind == 2:
-        return str(rng.randint(0, 4))
-    if kind == 3:
-        return rng.choice(["yes", "no"])
-    if kind == 4:
-        if like is not None and rng.random() < 0.5:  # near miss: one coordinate changed
-            row, col = like.replace("row ", "").split(", column ")
-            if rng.random() < 0.5:
-                return f"row {rng.randint(1, 4)}, column {col}"
-            return f"row {row}, column {rng.randint(1, 4)}"
-        return f"row {rng.randint(1, 4)}, column {rng.randint(1, 4)}"
-    if like is not None and rng.random() < 0.5:  # near miss: same shape or same colour
-        colour, shape = like.split(" ")
-        if rng.random() < 0.5:
-            return f"{rng.choice(list(COLOURS))} {shape}"
-        return f"{colour} {rng.choice(list(SHAPES))}"
-    return f"{rng.choice(list(COLOURS))} {rng.choice(list(SHAPES))}"
-
-
-def check_examples(n: int, seed: int = 0, per_example: int = 6) -> list[SFTExample]:
-    """Text-only examples of the critique's one comparison, many per example: "It says red, the image shows blue.
-    Wrong. It says 2, the image shows 2. Right. …" over every family's claim forms, half of them equal, the rest
-    often near misses. Measured here: inside critiques this comparison stayed at chance for 600 steps even with the
-    fact given (the language model starts from nothing); six per example teach it in a few hundred steps."""
-    import random
-
-    rng = random.Random(seed)
-    out = []
-    for k in range(n):
-        parts = []
-        for _ in range(per_example):
-            kind = rng.randrange(6)
-            fact = _gist(rng, kind)
-            claim = fact if rng.random() < 0.5 else _gist(rng, kind, like=fact)
-            parts.append(f"It says {claim}, the image shows {fact}. {'Right' if claim == fact else 'Wrong'}.")
-        prompt = ChatPrompt(system=CHECK_SYSTEM, text=CHECK_TEXT, images=())
-        out.append(SFTExample(f"check-{k}", prompt, " ".join(parts), "pairwise", "", "check"))
-    return out
-
-
-def check_accuracy(model: Any, processor: Any, examples: list[SFTExample]) -> float:
-    """Share of Right/Wrong words predicted correctly, teacher-forced, in :func:`check_examples` targets."""
-    import torch
-
-    from training.sft import encode_batch
-
-    words = {processor.tokenizer.encode(w, add_special_tokens=False)[0] for w in (" Right", " Wrong")}
-    batch, _ = encode_batch(processor, examples)
-    labels = batch.pop("labels")
-    with torch.inference_mode():
-        predicted = model(**batch).logits[:, :-1].argmax(-1)
-    gold = labels[:, 1:]
-    mask = torch.zeros_like(gold, dtype=torch.bool)
-    for word in words:
-        mask |= gold == word
-    return float((predicted[mask] == gold[mask]).float().mean()) if mask.any() else 0.0
-
-
-def answer_exactness(model: Any, processor: Any, pairs: list[PreferencePair], blind: bool = False) -> float:
-    """Share of held-out questions whose greedy short answer is exactly the image's fact."""
-    examples = answer_examples(pairs)
-    if blind:
-        examples = [dataclasses.replace(e, prompt=dataclasses.replace(
-            e.prompt, images=(e.prompt.images[0].point(lambda _: 255),))) for e in examples]
-    # Only the first sentence counts: a model trained on several questions per image may go on with more facts.
-    return _exact(model, processor, examples, max_new_tokens=24, first_sentence=True)
-
-
-def description_exactness(model: Any, processor: Any, pairs: list[PreferencePair], style: str = "rows") -> float:
-    """Share of held-out scenes whose greedy description is exactly right (unconstrained generation)."""
-    return _exact(model, processor, description_examples(pairs, style), max_new_tokens=80)
-
-
-def _exact(model: Any, processor: Any, examples: list[SFTExample], max_new_tokens: int,
-           first_sentence: bool = False) -> float:
-    """Share of examples whose greedy, unconstrained generation is exactly the target (or, with
-    ``first_sentence``, starts with the target followed by nothing or a space)."""
-    import torch
-
-    if not examples:
-        return 0.0
-    tokenizer = processor.tokenizer
-    tokenizer.padding_side = "left"
-    inputs = processor(text=[render_prompt(processor, e.prompt) for e in examples],
-                       images=[e.prompt.images[0] for e in examples], padding=True, return_tensors="pt")
-    with torch.inference_mode():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id)
-    texts = tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-    def right(text: str, target: str) -> bool:
-        text = text.strip()
-        return text == target or (first_sentence and text.startswith(target + " "))
-
-    return sum(right(t, e.target) for t, e in zip(texts, examples)) / max(len(examples), 1)
-
-
+VERDICT_ONLY_CRITIQUE = "."
+"""The critique of verdict-only targets: the format asks for at least one character."""
 def focus_families(pairs: list[PreferencePair], stage: Stage, seed: int) -> list[PreferencePair]:
     """The stage's pairs: all of them, or those of ``stage.families`` plus a seeded ``other_families`` share of
     the rest (in their original order)."""
@@ -371,45 +254,68 @@ def pointwise_agreement(judge: Judge, pairs: list[PreferencePair]) -> float:
 
 
 def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, progress: bool = True,
-                     keep: Collection[str] | None = None, difficulty: Mapping[str, float] | None = None
-                     ) -> dict[str, Any]:
+                     keep: Collection[str] | None = None, difficulty: Mapping[str, float] | None = None,
+                     init: str | Path | None = None, start_stage: int = 0) -> dict[str, Any]:
     """Run the recipe into ``out`` (a judge folder) and return the report that is also written there.
+
+    ``init`` and ``start_stage`` resume a recipe: the judge folder ``init`` (weights, tokenizer) stands for everything
+    before stage ``start_stage``, which then runs with the recipe's own data, seeds and schedules. Every stage starts
+    a fresh optimizer and seeds itself, so resuming from the folder a full build wrote after stage k - 1 trains
+    stage k exactly as the full build does.
 
     Entropy-guided training hooks (:mod:`training.judge_data_demo`): ``keep`` limits the critique stages' pairs to
     those ids (curation); ``difficulty`` (pair id -> entropy) orders every stage's examples easy to hard
     (curriculum). The step budget is the recipe's either way."""
+    if not 0 <= start_stage < len(recipe.stages):
+        raise ValueError(f"start_stage must be in 0..{len(recipe.stages) - 1}, got {start_stage}")
+    if start_stage > 0 and init is None:
+        raise ValueError("start_stage > 0 needs init: the judge folder the earlier stages produced")
     start = time.perf_counter()
     out = Path(out)
     work = out / "build"
     config = recipe.judge_config()
     _log("writing synthetic data")
-    stage_pairs = []
+    stage_pairs: list[list[PreferencePair]] = []
+    # The tokenizer learns from every generated pair, before any family focus or curation: a recipe that trains on
+    # colour and shape only still writes "row 3, column 2" in its check stage. Measured on SMALL: with a tokenizer of
+    # its colour and shape pairs alone the check stage never left its 60% baseline in 1,200 steps.
+    generated: list[PreferencePair] = []
     for k, stage in enumerate(recipe.stages):
+        if k < start_stage:
+            stage_pairs.append([])
+            continue
         noisy = recipe.noise if stage.describe + stage.answer < 1.0 else 0.0
         path = write_dataset(work / f"stage{k}", stage.pairs, seed=recipe.train_seed, noise=noisy,
                              min_objects=stage.min_objects, max_objects=stage.max_objects,
-                             critique_style=recipe.critique_style)
-        pairs = focus_families(read_preferences(path).pairs, stage, seed=recipe.train_seed + k)
+                             critique_style=recipe.critique_style, listing=stage.listing)
+        pairs = read_preferences(path).pairs
+        generated += pairs
+        pairs = focus_families(pairs, stage, seed=recipe.train_seed + k)
         if keep is not None and noisy == recipe.noise and stage.describe + stage.answer < 1.0:
             pairs = [p for p in pairs if p.id in keep]
             _log(f"stage {k}: {len(pairs)} pairs kept by curation")
         stage_pairs.append(pairs)
     heldout = read_preferences(write_dataset(work / "heldout", recipe.heldout_pairs, seed=recipe.heldout_seed,
                                              max_objects=recipe.heldout_max_objects,
+                                             families=recipe.heldout_families,
                                              critique_style=recipe.critique_style)).pairs
-    _log("training the tokenizer")
-    tokenizer = train_tokenizer(_corpus([p for pairs in stage_pairs for p in pairs], config),
-                                recipe.spec.vocab_size, QWEN_SPECIAL_TOKENS)
-    model_dir = build_tiny_model(work / "init", "qwen2_vl", seed=recipe.model_seed, spec=recipe.spec,
-                                 tokenizer=tokenizer)
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    if init is None:
+        _log("training the tokenizer")
+        tokenizer = train_tokenizer(_corpus(generated, config),
+                                    recipe.spec.vocab_size, QWEN_SPECIAL_TOKENS)
+        model_dir = build_tiny_model(work / "init", "qwen2_vl", seed=recipe.model_seed, spec=recipe.spec,
+                                     tokenizer=tokenizer)
+    else:
+        model_dir = Path(init)
+        _log(f"resuming at stage {start_stage} from {model_dir}")
     processor = AutoProcessor.from_pretrained(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir)
     n_params = sum(p.numel() for p in model.parameters())
     _log(f"model: {n_params / 1e6:.2f}M parameters")
     check_curve: list[dict[str, Any]] = []
-    if recipe.check_steps > 0:
+    if recipe.check_steps > 0 and init is None:
         _log(f"teaching the check primitive on text ({recipe.check_steps} steps)")
         held_checks = check_examples(64, seed=recipe.heldout_seed + 1000)
         check = train_sft(model, processor, check_examples(recipe.check_steps * recipe.batch_size, recipe.train_seed),
@@ -421,7 +327,7 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
                           eval_every=max(recipe.check_steps // 3, 1))
         check_curve = check.evaluations
     vision_curve: list[dict[str, Any]] = []
-    if recipe.vision is not None:
+    if recipe.vision is not None and init is None:
         _log(f"pre-training the vision tower on per-cell labels ({recipe.vision.steps} steps)")
         vision_curve = pretrain_vision(model, processor, recipe.vision, progress=progress)
     subset = heldout[: recipe.eval_pairs]
@@ -444,6 +350,8 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
         return record
 
     for k, (stage, pairs) in enumerate(zip(recipe.stages, stage_pairs)):
+        if k < start_stage:
+            continue
         examples: list[SFTExample] = []
         if stage.describe + stage.answer < 1.0:
             sources = pairs
@@ -451,6 +359,9 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
                 key = "description" if recipe.scene_in_critique else "observation"
                 sources = [dataclasses.replace(p, observation=p.meta.get(key) or p.observation) for p in pairs]
             examples, problems = build_examples(sources, config, modes=recipe.modes, reserved=reserved)  # type: ignore[arg-type]
+            if recipe.verdict_only:
+                examples = [dataclasses.replace(e, target=config.spec(e.mode).format(VERDICT_ONLY_CRITIQUE, e.label))
+                            for e in examples]
             if problems:
                 _log(f"stage {k}: {len(problems)} pairs gave no example, e.g. {problems[0]}")
         critiques = len(examples)
@@ -487,6 +398,7 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
     blind = evaluate(judge, heldout, blind=True, chunk_size=64, progress=progress)
     report = {
         "build_minutes": train_minutes, "parameters": n_params, "steps": steps_done,
+        "init": None if init is None else str(init), "start_stage": start_stage,
         "heldout_pairs": len(heldout), "heldout_seed": recipe.heldout_seed,
         "accuracy": final.accuracy, "per_category": {k: v["accuracy"] for k, v in final.per_category.items()},
         "position_consistency": final.position_consistency, "parse_failures": final.parse_failures,
@@ -494,9 +406,27 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
         "pointwise_agreement": pointwise_agreement(judge, heldout),
         "curve": curve, "vision_curve": vision_curve, "check_curve": check_curve, "recipe": _jsonable(asdict(recipe)),
     }
+    prior = Path(init) / "demo_report.json" if init is not None else None
+    if prior is not None and prior.is_file():
+        report = continue_report(json.loads(prior.read_text(encoding="utf-8")), report)
     (out / "demo_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    plot_curve(curve, out / "learning_curve.png")
+    plot_curve(report["curve"], out / "learning_curve.png")
     return report
+
+
+def continue_report(prior: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+    """A resumed build's report as the whole judge's: ``prior`` (the ``init`` folder's report) up to the stage
+    the resumed build started at, then the resumed stages shifted to follow it on the step and minute axes.
+    ``build_minutes`` becomes the sum of both builds (this run's alone stays in ``resumed_minutes``)."""
+    start = report["start_stage"]
+    before = [r for r in prior.get("curve", []) if r.get("stage", 0) < start]
+    steps = sum(stage["steps"] for stage in report["recipe"]["stages"][:start])
+    minutes = before[-1]["minutes"] if before else 0.0
+    shifted = [{**r, "step": r["step"] + steps, "minutes": r["minutes"] + minutes} for r in report["curve"]]
+    return {**report, "curve": before + shifted, "steps": steps + report["steps"],
+            "build_minutes": prior.get("build_minutes", 0.0) + report["build_minutes"],
+            "resumed_minutes": report["build_minutes"],
+            "vision_curve": prior.get("vision_curve", []), "check_curve": prior.get("check_curve", [])}
 
 
 def _jsonable(value: Any) -> Any:
@@ -505,15 +435,23 @@ def _jsonable(value: Any) -> Any:
 
 def plot_curve(curve: list[dict[str, Any]], path: Path) -> bool:
     """Held-out accuracy with and without the image against training minutes."""
+    return plot_curves({"held-out accuracy": curve}, path)
+
+
+def plot_curves(curves: Mapping[str, list[dict[str, Any]]], path: Path) -> bool:
+    """One or more learning curves: held-out accuracy (solid) and, in the same colour, with the image blanked
+    (dashed), against training minutes. Returns False when matplotlib is missing."""
     plt = pyplot("learning-curve figure")
     if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    minutes = [r["minutes"] for r in curve]
-    ax.plot(minutes, [r["accuracy"] for r in curve], "o-", label="held-out accuracy")
-    ax.plot(minutes, [r["blind_accuracy"] for r in curve], "s--", label="same, image blanked")
+    for (name, curve), marker in zip(curves.items(), "osd^v"):
+        minutes = [r["minutes"] for r in curve]
+        line, = ax.plot(minutes, [r["accuracy"] for r in curve], f"{marker}-", label=name)
+        ax.plot(minutes, [r["blind_accuracy"] for r in curve], f"{marker}--", color=line.get_color(), alpha=0.6,
+                label="same, image blanked" if len(curves) == 1 else None)
     ax.axhline(0.5, color="grey", lw=0.8)
-    ax.set_xlabel("training minutes (2-core CPU)")
+    ax.set_xlabel("training minutes (2-core CPU)" + ("" if len(curves) == 1 else "; dashed: image blanked"))
     ax.set_ylabel("pairwise accuracy (both orders)")
     ax.set_ylim(0.3, 1.02)
     ax.legend(loc="lower right")
@@ -528,12 +466,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder of the judge to build")
     parser.add_argument("--quick", action="store_true", help="a tiny run that checks the plumbing (about a minute)")
     parser.add_argument("--steps", type=int, default=None, help="override the last stage's steps")
+    parser.add_argument("--init", default=None,
+                        help="resume: a judge folder that stands for the stages before --start-stage")
+    parser.add_argument("--start-stage", type=int, default=0, help="resume: the first stage to run (needs --init)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     recipe = QUICK if args.quick else DemoRecipe()
     if args.steps is not None:
         recipe = replace(recipe, stages=recipe.stages[:-1] + (replace(recipe.stages[-1], steps=args.steps),))
-    report = build_demo_judge(args.out, recipe, progress=not args.no_progress)
+    try:
+        report = build_demo_judge(args.out, recipe, progress=not args.no_progress, init=args.init,
+                                  start_stage=args.start_stage)
+    except ValueError as exc:
+        parser.error(str(exc))
     summary = {k: report[k] for k in ("build_minutes", "accuracy", "blind_accuracy", "position_consistency",
                                        "pointwise_agreement", "per_category")}
     print(json.dumps(summary, indent=2))

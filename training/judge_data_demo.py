@@ -1,6 +1,6 @@
 """Demonstrations of judge-guided data on the synthetic task: each writes a JSON report and a PNG figure.
 
-    python -m training.judge_data_demo egt --out runs/egt_demo [--noise 0.3] [--drop 0.3] [--quick]
+    python -m training.judge_data_demo egt --out runs/egt_demo [--noise 0.3] [--drop 0.3] [--recipe full|small|quick]
     python -m training.judge_data_demo filter --judge DIR --out runs/filter_demo [--n 300] [--corrupt 0.3]
     python -m training.judge_data_demo dpo --judge DIR --policy POLICY_DIR --out runs/dpo_demo [--n 100]
 
@@ -10,7 +10,8 @@
   removed, the rest ordered easy to hard, (c) on clean pairs. The report gives the Spearman correlation between a
   pair's entropy and whether its label was flipped (the claim: clearly positive; equivalently <= -0.5 against
   "label correct"), and the held-out accuracy of (a), (b), (c) (goal: (b) >= (a) + 5 points), with a figure of
-  flip rate by entropy bin and the three accuracies. Hours on a CPU; ``--quick`` checks the plumbing.
+  flip rate by entropy bin and the three accuracies. Hours on a CPU with the shipped judge's recipe; ``--recipe
+  small`` runs the same comparison on single-object scenes in about an hour; ``--quick`` checks the plumbing.
 * ``filter``: held-out synthetic questions (a scene-space seed no recipe trains on) with one answer each; a known
   share ``--corrupt`` of the answers is the wrong response of the pair. The pointwise judge scores every answer,
   :mod:`training.filter` flags those below the scale's midpoint, and the report gives the flags' precision and
@@ -47,20 +48,30 @@ def _log(message: str) -> None:
     print(f"[judge-data-demo] {message}", file=sys.stderr, flush=True)
 
 
-def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "token", quick: bool = False,
+EGT_RECIPES = ("full", "small", "quick")
+
+
+def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "token", recipe: str = "full",
              score_limit: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Noisy SFT, warm-up entropies, curated + curriculum SFT and clean SFT, on one recipe and budget."""
+    """Noisy SFT, warm-up entropies, curated + curriculum SFT and clean SFT, on one recipe and budget.
+
+    ``recipe``: ``full`` (the shipped judge's, hours), ``small`` (:data:`training.demo_judge.SMALL`, single-object
+    colour and shape scenes, about an hour for all three judges) or ``quick`` (plumbing)."""
     from dataclasses import replace
 
-    from training.demo_judge import QUICK, DemoRecipe, build_demo_judge
+    from training.demo_judge import QUICK, SMALL, DemoRecipe, build_demo_judge, focus_families
     from training.entropy import curate, score_entropy, spearman
 
-    base = QUICK if quick else DemoRecipe()
+    if recipe not in EGT_RECIPES:
+        raise ValueError(f"recipe must be one of {', '.join(EGT_RECIPES)}, got {recipe!r}")
+    base = {"full": DemoRecipe(), "small": SMALL, "quick": QUICK}[recipe]
     noisy = replace(base, noise=noise)
     _log("(a) noisy SFT; it is also the warm-up judge")
     report_a = build_demo_judge(out / "a_noisy", noisy, progress=progress)
     stage = next(k for k, s in enumerate(noisy.stages) if s.describe + s.answer < 1.0)
-    stage_pairs = read_preferences(out / "a_noisy" / "build" / f"stage{stage}" / "pairs.jsonl").pairs
+    # The pairs the critique stage trained on (a stage may keep some families only).
+    stage_pairs = focus_families(read_preferences(out / "a_noisy" / "build" / f"stage{stage}" / "pairs.jsonl").pairs,
+                                 noisy.stages[stage], seed=noisy.train_seed + stage)
     pairs = stage_pairs[:score_limit] if score_limit else stage_pairs
     _log(f"entropies of the warm-up judge on {len(pairs)} noisy training pairs")
     warmup = Judge.from_pretrained(str(out / "a_noisy"), batch_size=32)
@@ -79,7 +90,7 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
     report_c = build_demo_judge(out / "c_clean", base, progress=progress)
     dropped_flip = sum(flipped[i] for i in curation.dropped) / max(len(curation.dropped), 1)
     result = {
-        "noise": noise, "drop": drop, "by": by, "scored_pairs": len(scored),
+        "recipe": recipe, "noise": noise, "drop": drop, "by": by, "scored_pairs": len(scored),
         "spearman_entropy_vs_flipped": correlation,
         "flip_rate_dropped": dropped_flip,
         "flip_rate_kept": sum(flipped.get(i, False) for i in curation.kept) / max(len(curation.kept), 1),
@@ -245,7 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     egt.add_argument("--drop", type=float, default=0.3, help="share of highest-entropy pairs to drop")
     egt.add_argument("--by", choices=("token", "label"), default="token")
     egt.add_argument("--score-limit", type=int, default=None, help="score only the first K training pairs")
-    egt.add_argument("--quick", action="store_true", help="tiny recipe: checks the plumbing in a few minutes")
+    egt.add_argument("--recipe", choices=EGT_RECIPES, default="full",
+                     help="full: the shipped judge's recipe (hours); small: single-object colour/shape scenes "
+                          "(about an hour); quick: checks the plumbing in a few minutes")
+    egt.add_argument("--quick", action="store_true", help="same as --recipe quick")
     egt.add_argument("--no-progress", action="store_true")
     filt = sub.add_parser("filter", help="flag corrupted answers with the pointwise judge")
     filt.add_argument("--judge", required=True)
@@ -274,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "egt":
         if not 0 < args.noise < 1 or not 0 <= args.drop < 1:
             build_parser().error("--noise must be in (0, 1) and --drop in [0, 1)")
-        print(json.dumps(egt_demo(out, noise=args.noise, drop=args.drop, by=args.by, quick=args.quick,
+        print(json.dumps(egt_demo(out, noise=args.noise, drop=args.drop, by=args.by,
+                                  recipe="quick" if args.quick else args.recipe,
                                   score_limit=args.score_limit, progress=not args.no_progress), indent=2))
         return 0
     judge = Judge.from_pretrained(args.judge, batch_size=32)
