@@ -377,3 +377,32 @@ def test_listing_enumerates_what_decides_the_believed_fact_and_changes_nothing_e
     assert (seen[("count", True)] > 0 and seen[("position", True)] > 0) == (noise > 0)
     with pytest.raises(ValueError, match="listing is offered for count, position only"):
         generate_pairs(4, 0, listing="colour")
+
+
+@pytest.mark.parametrize("style", ["compare", "restate"])
+def test_off_question_pairs_replace_only_the_wrong_existence_response_with_another_object(style: str) -> None:
+    plain = generate_pairs(300, 5, noise=0.2, critique_style=style)
+    mixed = generate_pairs(300, 5, noise=0.2, critique_style=style, off_question=0.6)
+    off = 0
+    for row, base in zip(mixed, plain):
+        if not row["meta"].get("off_question"):
+            assert row == base
+            continue
+        off += 1
+        assert row["category"] == "existence" and not row["meta"]["noisy"]
+        right, wrong = row["preferred"].lower(), "b" if row["preferred"] == "A" else "a"
+        # The right response, its critique, the label and the fact are the template row's.
+        for key in ("question", "preferred", f"response_{right}", f"critique_{right}", "images"):
+            assert row[key] == base[key]
+        asked = re.fullmatch(r"Is there an? (\w+) (\w+)\?", row["question"]).groups()
+        named = re.fullmatch(r"(?:Yes, there is an?|No, there is no) (\w+) (\w+)\.", row[f"response_{wrong}"]).groups()
+        # Another object: exactly one of colour and shape changed, so the response is about a different object.
+        assert (named[0] == asked[0]) != (named[1] == asked[1]), (asked, named)
+        assert named[0] in COLOURS and named[1] in SHAPES
+        assert row[f"critique_{wrong}"] == (f"It answers about {'an' if named[0][0] in 'aeiou' else 'a'} "
+                                            f"{' '.join(named)}, not {'an' if asked[0][0] in 'aeiou' else 'a'} "
+                                            f"{' '.join(asked)}. Wrong.")
+    existence = sum(r["category"] == "existence" and not r["meta"]["noisy"] for r in plain)
+    assert 0.4 * existence < off < 0.8 * existence  # about the asked share of clean existence rows
+    with pytest.raises(ValueError, match="off_question must be a fraction"):
+        generate_pairs(4, 0, off_question=1.5)

@@ -24,7 +24,9 @@ disjoint from every training seed. ``--noise F`` flips exactly ``round(F*n)`` pr
 from A-preferred and half from B-preferred rows so the overall balance stays within two, chosen by their own random
 stream so that the other rows do not change. A flipped row reads as a consistent label from an annotator who misread
 the image: its observation states the wrong response's fact, that response's critique says "Right.", the other's
-says "Wrong.", the scores swap, and ``meta.noisy`` is true.
+says "Wrong.", the scores swap, and ``meta.noisy`` is true. ``--off-question F`` gives that share of the clean
+existence rows a wrong response about another object ("Yes, there is a blue square." to "Is there a green square?"),
+as a confused policy answers; text alone shows it is wrong, so the template rows never have one.
 
 In code: ``generate_pairs(n, seed, ...)`` returns the rows, ``write_dataset(out_dir, n, seed, ...)`` writes them with
 their images, ``draw_scene(scene, grid, cell)`` and ``describe_scene(scene)`` render a row's ``meta.scene``.
@@ -38,7 +40,7 @@ import random
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -46,8 +48,8 @@ from tqdm import tqdm
 
 from training.synthetic_scenes import COLOURS, SHAPES, Scene, SceneSpace, describe_scene, draw_scene, sorted_scene
 
-__all__ = ["FAMILIES", "LISTING_FAMILIES", "RIGHT_SCORE", "WRONG_SCORE", "describe_scene", "draw_scene", "generate_pairs", "main",
-           "write_dataset"]
+__all__ = ["FAMILIES", "LISTING_FAMILIES", "RIGHT_SCORE", "WRONG_SCORE", "check_listing", "describe_scene",
+           "draw_scene", "generate_pairs", "main", "write_dataset"]
 
 RIGHT_SCORE = 10
 WRONG_SCORE = 1
@@ -63,6 +65,7 @@ class _Claim:
     response: str  # the response text: "It is red."
     observation: str  # the claim stated as the image's fact: "The triangle is red."
     gist: str  # what the critique quotes: "red"
+    asked: str | None = None  # set for an off-question claim: the object the question asked about
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,24 @@ def _existence(scene: Scene, rng: random.Random, target: float, grid: int, max_o
     return _Question(f"Is there {_a(name)}?", yes if present else no, no if present else yes)
 
 
+def _off_question(question: _Question, rng: random.Random) -> _Question:
+    """The existence question with its wrong response replaced by one about another object: the asked object with
+    its colour or its shape changed ("Is there a green square?" - "Yes, there is a blue square."), as a confused
+    policy answers. Text alone shows it is wrong; the pair teaches the judge to check that a response answers the
+    question asked, which the template pairs never required (measured: the judge scored such policy answers 10/10)."""
+    asked = question.text.removeprefix("Is there ").removesuffix("?").split(" ", 1)[1]
+    colour, shape = asked.split(" ")
+    if rng.random() < 0.5:
+        other = f"{rng.choice([c for c in COLOURS if c != colour])} {shape}"
+    else:
+        other = f"{colour} {rng.choice([s for s in SHAPES if s != shape])}"
+    if rng.random() < 0.5:
+        claim = _Claim(f"Yes, there is {_a(other)}.", f"There is {_a(other)}.", other, asked)
+    else:
+        claim = _Claim(f"No, there is no {other}.", f"There is no {other}.", other, asked)
+    return replace(question, false=claim)
+
+
 def _hallucination(scene: Scene, rng: random.Random, target: float, grid: int, max_objects: int) -> _Question | None:
     absent = _absent_kinds(scene)
     if not absent:
@@ -196,6 +217,17 @@ FAMILIES: tuple[str, ...] = tuple(_FAMILY_FUNCS)
 
 CRITIQUE_STYLES = ("restate", "check", "compare")
 LISTING_FAMILIES = ("count", "position")
+
+
+def check_listing(listing: Sequence[str] | str) -> tuple[str, ...]:
+    """``listing`` (names or a comma-separated string) as a tuple of :data:`LISTING_FAMILIES` names; raises
+    ``ValueError`` naming any other family."""
+    if isinstance(listing, str):
+        listing = [f.strip() for f in listing.split(",") if f.strip()]
+    unknown = set(listing) - set(LISTING_FAMILIES)
+    if unknown:
+        raise ValueError(f"listing is offered for {', '.join(LISTING_FAMILIES)} only, got {', '.join(sorted(unknown))}")
+    return tuple(listing)
 
 
 def _listing(question: _Question, believed: _Claim, scene: Scene, grid: int, rng: random.Random) -> str:
@@ -253,6 +285,8 @@ def _critique(claim: _Claim, right: bool, style: str, family: str, believed: _Cl
     ``compare``: "It says red, the image shows blue. Wrong." — the fact in the claim's own short form (for
     hallucination, the object that is there), so the two spans compared have the same shape."""
     verdict = "Right" if right else "Wrong"
+    if claim.asked is not None:  # an off-question response: wrong whatever the image shows
+        return f"It answers about {_a(claim.gist)}, not {_a(claim.asked)}. {verdict}."
     if style == "check":
         return f"It says {claim.gist}. {verdict}."
     if style == "compare":  # claim and fact side by side in the same short form: a two-span comparison
@@ -369,21 +403,21 @@ def _make_row(index: int, width: int, seed: int, family: str, position: str, noi
 
 def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str] | str = FAMILIES, grid: int = 4,
                    cell: int = 28, min_objects: int = 1, max_objects: int = 4, critique_style: str = "restate",
-                   listing: Sequence[str] | str = (), progress: bool = False) -> list[dict[str, Any]]:
+                   listing: Sequence[str] | str = (), off_question: float = 0.0,
+                   progress: bool = False) -> list[dict[str, Any]]:
     """``n`` preference rows for ``seed`` (schema in the module docstring); images are drawn by `write_dataset`.
 
     ``families`` is a sequence of names or a comma-separated string; object counts are uniform over
     ``min_objects..max_objects``. ``listing`` (names or a comma-separated string, from :data:`LISTING_FAMILIES`):
     those families' observations open with the objects that decide them (see :func:`_listing`); the other rows and
-    the random stream are unchanged. Raises ``ValueError`` for bad arguments.
+    the random stream are unchanged. ``off_question``: the share of existence rows (never a noisy one) whose wrong
+    response is about another object (:func:`_off_question`; ``meta.off_question`` is true), drawn from each row's
+    own stream, so the other rows do not change. Raises ``ValueError`` for bad arguments.
     """
     families = _check_args(n, seed, noise, families, grid, cell, min_objects, max_objects)
-    if isinstance(listing, str):
-        listing = [f.strip() for f in listing.split(",") if f.strip()]
-    listing = tuple(listing)
-    if set(listing) - set(LISTING_FAMILIES):
-        raise ValueError(f"listing is offered for {', '.join(LISTING_FAMILIES)} only, got "
-                         f"{', '.join(sorted(set(listing) - set(LISTING_FAMILIES)))}")
+    listing = check_listing(listing)
+    if not 0.0 <= off_question <= 1.0:
+        raise ValueError(f"off_question must be a fraction in [0, 1], got {off_question!r}")
     if critique_style not in CRITIQUE_STYLES:
         raise ValueError(f"critique_style must be one of {', '.join(CRITIQUE_STYLES)}, got {critique_style!r}")
     rng = random.Random(seed)
@@ -404,22 +438,30 @@ def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str
             raise RuntimeError(f"found no scene owned by seed {seed} for a {fams[i]!r} question in {MAX_TRIES} "
                                f"tries (grid {grid}, {min_objects}..{max_objects} objects); try a smaller seed or "
                                f"other object counts")
-        rows.append(_make_row(i, width, seed, fams[i], positions[i], i in noisy, scene, question, grid, cell,
-                              critique_style, listing))
+        off = False
+        if off_question > 0 and fams[i] == "existence" and i not in noisy:
+            own = random.Random(f"critic-synthetic-off-question-{seed}-{i}")
+            if own.random() < off_question:
+                question, off = _off_question(question, own), True
+        row = _make_row(i, width, seed, fams[i], positions[i], i in noisy, scene, question, grid, cell,
+                        critique_style, listing)
+        if off:
+            row["meta"]["off_question"] = True
+        rows.append(row)
     return rows
 
 
 def write_dataset(out_dir: str | Path, n: int, seed: int, noise: float = 0.0,
                   families: Sequence[str] | str = FAMILIES, grid: int = 4, cell: int = 28, min_objects: int = 1,
                   max_objects: int = 4, critique_style: str = "restate", listing: Sequence[str] | str = (),
-                  progress: bool = False) -> Path:
+                  off_question: float = 0.0, progress: bool = False) -> Path:
     """Generate rows as `generate_pairs` does and write ``out_dir/pairs.jsonl`` and ``out_dir/images/*.png``.
 
     Returns the path of ``pairs.jsonl``; image paths in the rows are relative to ``out_dir``.
     """
     rows = generate_pairs(n, seed, noise=noise, families=families, grid=grid, cell=cell, min_objects=min_objects,
                           max_objects=max_objects, critique_style=critique_style, listing=listing,
-                          progress=progress)
+                          off_question=off_question, progress=progress)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     for row in tqdm(rows, desc="images", unit="img", disable=not progress, file=sys.stderr):
@@ -454,6 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--listing", default="",
                         help=f"comma-separated families ({','.join(LISTING_FAMILIES)}) whose observation first lists "
                              "the objects that decide it: 'Squares: green, red. There are 2 squares.'")
+    parser.add_argument("--off-question", type=float, default=0.0,
+                        help="share of existence rows whose wrong response is about another object "
+                             "('Is there a green square?' - 'Yes, there is a blue square.'; default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
 
@@ -465,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         path = write_dataset(args.out, args.n, args.seed, noise=args.noise, families=args.families, grid=args.grid,
                              cell=args.cell, min_objects=args.min_objects, max_objects=args.max_objects,
                              critique_style=args.critique_style, listing=args.listing,
-                             progress=not args.no_progress)
+                             off_question=args.off_question, progress=not args.no_progress)
     except ValueError as exc:
         parser.error(str(exc))
     noisy = round(args.noise * args.n)
