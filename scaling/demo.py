@@ -2,6 +2,8 @@
 
     python -m scaling.demo --out runs/scaling_demo                       # build the policy, sample, judge, plot
     python -m scaling.demo --out /tmp/sd --quick --policy-backend transformers   # a minute-long plumbing check
+    python -m scaling.demo --out runs/policy1500 --policy-steps 1500 --policy-vision-steps 600 --policy-pairs 12000 \
+        --policy-only                                                    # a stronger policy only (7 min)
 
 Steps (each logs on stderr):
 
@@ -140,6 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=200, help="labelled items (default 200)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--quick", action="store_true", help="tiny policy and few items: checks the plumbing")
+    defaults = PolicyRecipe()
+    parser.add_argument("--policy-steps", type=int, default=defaults.steps,
+                        help=f"the policy's SFT steps (default {defaults.steps}: deliberately weak)")
+    parser.add_argument("--policy-vision-steps", type=int, default=defaults.vision_steps,
+                        help=f"the policy's vision pre-training steps (default {defaults.vision_steps})")
+    parser.add_argument("--policy-pairs", type=int, default=defaults.pairs,
+                        help=f"synthetic pairs the policy trains on (default {defaults.pairs})")
+    parser.add_argument("--policy-only", action="store_true",
+                        help="build the policy into OUT/policy and stop (e.g. for the DPO demonstration)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     from critic.core import Judge
@@ -153,7 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     policy_dir = args.out / "policy"
     if not (policy_dir / "config.json").is_file():
         _log("building the weak policy")
-        build_policy(policy_dir, QUICK_POLICY if args.quick else PolicyRecipe(), progress=not args.no_progress)
+        recipe = QUICK_POLICY if args.quick else PolicyRecipe(
+            pairs=args.policy_pairs, steps=args.policy_steps, vision_steps=args.policy_vision_steps)
+        build_policy(policy_dir, recipe, progress=not args.no_progress)
+    if args.policy_only:
+        return 0
     n_items = 8 if args.quick else args.items
     # Generate more rows than needed: hallucination rows are dropped.
     rows = read_preferences(write_dataset(args.out / "items", n_items * 2, seed=ITEMS_SEED)).pairs

@@ -46,3 +46,14 @@ def test_quick_demo_runs_end_to_end(tmp_path: Path, tiny_qwen2_vl_dir: Path, cap
                for o, a in zip(curve["oracle"], curve["strategies"][name]["accuracy"]))
     assert (out / "curve.png").stat().st_size > 0 and (out / "policy" / "policy_report.json").is_file()
     assert '"oracle"' in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_policy_only_builds_the_policy_the_flags_describe_and_stops(tmp_path: Path) -> None:
+    out = tmp_path / "strong"
+    assert main(["--out", str(out), "--policy-only", "--policy-steps", "3", "--policy-vision-steps", "2",
+                 "--policy-pairs", "40", "--no-progress"]) == 0
+    report = json.loads((out / "policy" / "policy_report.json").read_text())
+    assert report["steps"] == 3 and report["recipe"]["vision_steps"] == 2 and report["recipe"]["pairs"] == 40
+    assert (out / "policy" / "config.json").is_file()
+    assert not (out / "curve.json").exists() and not (out / "items.jsonl").exists()
