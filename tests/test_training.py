@@ -204,6 +204,12 @@ def test_quick_demo_recipe_builds_a_judge_that_loads_and_judges(tmp_path: Path) 
              if p.category == "count"]
     assert listed and all(re.match(r"\w+( objects)?: ", o) for o in listed)
     assert plain and all(o.startswith("There ") for o in plain)
+    # The last stage's existence pairs are about half off-question (another object named), earlier ones none.
+    off = [p.meta.get("off_question", False) for p in read_preferences(
+        tmp_path / "judge" / "build" / "stage2" / "pairs.jsonl").pairs if p.category == "existence"]
+    assert 0 < sum(off) < len(off)
+    assert not any(p.meta.get("off_question") for p in read_preferences(
+        tmp_path / "judge" / "build" / "stage1" / "pairs.jsonl").pairs)
 
 
 @pytest.mark.slow
@@ -259,6 +265,8 @@ def test_a_focused_stage_keeps_its_families_and_a_seeded_share_of_the_rest(tmp_p
         Stage(1, 4, 10, 600, families=("count",), other_families=1.5)
     with pytest.raises(ValueError, match="listing is offered for count, position only"):
         Stage(1, 4, 10, 600, listing=("colour",))
+    with pytest.raises(ValueError, match="off_question"):
+        Stage(1, 4, 10, 600, off_question=-0.1)
 
 
 def test_check_examples_say_right_exactly_when_claim_and_fact_match() -> None:

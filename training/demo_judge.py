@@ -53,7 +53,7 @@ from training.demo_tasks import (
 )
 from training.sft import SFTConfig, save_judge, train_sft
 from training.sft_data import SFTExample, build_examples
-from training.synthetic import FAMILIES, LISTING_FAMILIES, write_dataset
+from training.synthetic import FAMILIES, check_listing, write_dataset
 from training.vision_pretrain import VisionPretrainConfig, pretrain_vision
 
 
@@ -88,15 +88,19 @@ class Stage:
     listing: tuple[str, ...] = ()
     """Families whose critiques (and short answers) first list the objects that decide the fact ("Squares: green,
     red. There are 2 squares."; :data:`training.synthetic.LISTING_FAMILIES`)."""
+    off_question: float = 0.0
+    """Share of existence pairs whose wrong response is about another object ("Is there a green square?" - "Yes,
+    there is a blue square."; ``training.synthetic``'s ``off_question``), as a weak policy answers."""
 
     def __post_init__(self) -> None:
         unknown = set(self.families or ()) - set(FAMILIES)
         if unknown:
             raise ValueError(f"unknown families {sorted(unknown)}; known: {', '.join(FAMILIES)}")
-        if set(self.listing) - set(LISTING_FAMILIES):
-            raise ValueError(f"listing is offered for {', '.join(LISTING_FAMILIES)} only, got {self.listing}")
+        check_listing(self.listing)
         if not 0.0 <= self.other_families <= 1.0:
             raise ValueError("other_families must be in [0, 1]")
+        if not 0.0 <= self.off_question <= 1.0:
+            raise ValueError("off_question must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -121,9 +125,15 @@ class DemoRecipe:
         Stage(1, 4, 1000, 24000, answer=0.25, learning_rate=1e-3, families=("position", "existence", "count"),
               other_families=0.2, listing=("count",)),
         # Run 15 lost hallucination (98 -> 92%); the same on count, position and hallucination with 30% of the rest.
-        # Run 16, the shipped judge: 94.7%, position consistency 97.7%, pointwise 95.7%; position still 78%.
+        # Run 16: 94.7%, position consistency 97.7%, pointwise 95.7%; position still 78%.
         Stage(1, 4, 1000, 24000, answer=0.25, learning_rate=1e-3, families=("count", "position", "hallucination"),
-              other_families=0.3, listing=("count",)))
+              other_families=0.3, listing=("count",)),
+        # Run 16 rated a weak policy's off-question answers ("Is there a green square?" - "Yes, there is a blue
+        # square.") 10/10 in the DPO demonstration: existence, count and position with half the existence pairs
+        # off-question and 25% of the rest. Run 17, the shipped judge: 95.3% (position 80%); off-question pairs
+        # 61 -> 73%.
+        Stage(1, 4, 1000, 24000, answer=0.25, learning_rate=1e-3, families=("existence", "count", "position"),
+              other_families=0.25, listing=("count",), off_question=0.5))
     vision: VisionPretrainConfig | None = field(default_factory=lambda: VisionPretrainConfig(
         steps=600, align_to_words=True, combo_codes=True, cell_codes=True))
     """Per-cell pre-training of the vision tower before any SFT (:mod:`training.vision_pretrain`); None skips it.
@@ -190,7 +200,7 @@ class DemoRecipe:
 QUICK = DemoRecipe(check_steps=5, critique_style="compare",
                    stages=(Stage(1, 2, 10, 64, answer=1.0), Stage(1, 2, 20, 64, describe=0.2, answer=0.2),
                            Stage(1, 2, 6, 64, answer=0.25, learning_rate=1e-3, families=("count", "existence"),
-                                 other_families=0.2, listing=("count", "position"))),
+                                 other_families=0.2, listing=("count", "position"), off_question=0.5)),
                    heldout_pairs=16, eval_pairs=16, eval_every=20, batch_size=8,
                    vision=VisionPretrainConfig(steps=10, batch_size=8, heldout_scenes=16, eval_every=5,
                                                align_to_words=True, combo_codes=True, cell_codes=True))
@@ -226,6 +236,8 @@ def _corpus(pairs: list[PreferencePair], config: JudgeConfig) -> list[str]:
 
 VERDICT_ONLY_CRITIQUE = "."
 """The critique of verdict-only targets: the format asks for at least one character."""
+
+
 def focus_families(pairs: list[PreferencePair], stage: Stage, seed: int) -> list[PreferencePair]:
     """The stage's pairs: all of them, or those of ``stage.families`` plus a seeded ``other_families`` share of
     the rest (in their original order)."""
@@ -295,7 +307,8 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
         noisy = recipe.noise if stage.describe + stage.answer < 1.0 else 0.0
         path = write_dataset(work / f"stage{k}", stage.pairs, seed=recipe.train_seed, noise=noisy,
                              min_objects=stage.min_objects, max_objects=stage.max_objects,
-                             critique_style=recipe.critique_style, listing=stage.listing)
+                             critique_style=recipe.critique_style, listing=stage.listing,
+                             off_question=stage.off_question)
         pairs = read_preferences(path).pairs
         generated += pairs
         pairs = focus_families(pairs, stage, seed=recipe.train_seed + k)
