@@ -74,8 +74,8 @@ class _Question:
     true: _Claim
     false: _Claim
     subject: tuple[str, str] | None = None
-    """What a listing enumerates: ("colour", "red") or ("shape", "square") for count, ("object", "red circle")
-    for position."""
+    """What the question is about: ("colour", "red") or ("shape", "square") for count, ("object", "red circle") for
+    position and existence. A listing enumerates it; an off-question response names another object."""
 
 
 def _plural(shape: str) -> str:
@@ -171,7 +171,7 @@ def _existence(scene: Scene, rng: random.Random, target: float, grid: int, max_o
         name = rng.choice(absent)
     yes = _Claim(f"Yes, there is {_a(name)}.", f"There is {_a(name)}.", "yes")
     no = _Claim(f"No, there is no {name}.", f"There is no {name}.", "no")
-    return _Question(f"Is there {_a(name)}?", yes if present else no, no if present else yes)
+    return _Question(f"Is there {_a(name)}?", yes if present else no, no if present else yes, ("object", name))
 
 
 def _off_question(question: _Question, rng: random.Random) -> _Question:
@@ -179,7 +179,8 @@ def _off_question(question: _Question, rng: random.Random) -> _Question:
     its colour or its shape changed ("Is there a green square?" - "Yes, there is a blue square."), as a confused
     policy answers. Text alone shows it is wrong; the pair teaches the judge to check that a response answers the
     question asked, which the template pairs never required (measured: the judge scored such policy answers 10/10)."""
-    asked = question.text.removeprefix("Is there ").removesuffix("?").split(" ", 1)[1]
+    assert question.subject is not None
+    asked = question.subject[1]
     colour, shape = asked.split(" ")
     if rng.random() < 0.5:
         other = f"{rng.choice([c for c in COLOURS if c != colour])} {shape}"

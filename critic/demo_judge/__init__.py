@@ -1,6 +1,6 @@
 """The demo judge that ships with the package: a 1.6M-parameter Qwen2-VL-style critique judge trained from scratch
-on the synthetic shapes task (``python -m training.demo_judge --out critic/demo_judge`` rebuilds it in about 99 minutes on
-a 2-core CPU; its measured accuracy, recipe and learning curves are in ``demo_report.json`` here, the curve as a
+on the synthetic shapes task (``python -m training.demo_judge --out critic/demo_judge`` rebuilds it in about 109 minutes
+on a 2-core CPU; its measured accuracy, recipe and learning curves are in ``demo_report.json`` here, the curve as a
 figure in the repository's ``docs/``).  ``python -m critic.judge`` uses it when no ``--model`` is given.
 """
 
