@@ -379,6 +379,70 @@ def test_listing_enumerates_what_decides_the_believed_fact_and_changes_nothing_e
         generate_pairs(4, 0, listing="colour")
 
 
+@pytest.mark.parametrize("noise", [0.0, 0.5])
+def test_lookup_critiques_say_what_each_claimed_cell_holds_and_change_nothing_else(noise: float) -> None:
+    plain = generate_pairs(240, 4, noise=noise, critique_style="compare", listing="count")
+    looked = generate_pairs(240, 4, noise=noise, critique_style="compare", listing="count", lookup="position")
+    seen = Counter()
+    for row, base in zip(looked, plain):
+        if row["category"] != "position":
+            assert row == base
+            continue
+        changed = {"observation", "critique_a", "critique_b", "meta"}
+        assert {k: v for k, v in row.items() if k not in changed} == {k: v for k, v in base.items() if k not in changed}
+        assert "observation" not in row and row["meta"] == {**base["meta"], "fact": base["observation"]}
+        name = re.fullmatch(r"Where is the (\w+ \w+)\?", row["question"]).group(1)
+        held = {(o["row"] + 1, o["col"] + 1): f"{o['colour']} {o['shape']}" for o in row["meta"]["scene"]}
+        for side in "ab":
+            match = re.fullmatch(r"It says row (\d), column (\d); that cell (?:has (?:the|an?) (\w+ \w+)|is empty)\. "
+                                 r"(Right|Wrong)\.", row[f"critique_{side}"])
+            assert match, row[f"critique_{side}"]
+            r, c, there, verdict = match.groups()
+            assert f"row {r}, column {c}" in row[f"response_{side}"]
+            assert (verdict == "Right") == (side == row["preferred"].lower()) == (there == name)
+            if not row["meta"]["noisy"]:  # a clean row's lookups are what the scene holds
+                assert there == held.get((int(r), int(c)))
+            elif verdict == "Wrong":  # a noisy row calls the object's true cell empty, consistently with its label
+                assert there is None and held.get((int(r), int(c))) == name
+        seen[row["meta"]["noisy"]] += 1
+        seen["occupied wrong cell"] += any(re.search(r"that cell has an? .+ Wrong", row[f"critique_{side}"])
+                                           for side in "ab")
+    assert seen[False] and bool(seen[True]) == (noise > 0) and seen["occupied wrong cell"]
+    with pytest.raises(ValueError, match="lookup is offered for position only"):
+        generate_pairs(4, 0, lookup="count")
+    with pytest.raises(ValueError, match="cannot be both listed and looked up"):
+        generate_pairs(4, 0, listing="position", lookup="position")
+
+
+def test_ordinal_wording_changes_only_how_position_claims_name_the_cell() -> None:
+    from training.synthetic import ORDINALS, where
+
+    numbers = generate_pairs(240, 4, noise=0.2, critique_style="compare", listing="count,position")
+    ordinal = generate_pairs(240, 4, noise=0.2, critique_style="compare", listing="count,position",
+                             position_wording="ordinal")
+
+    def renamed(text: str) -> str:  # the ordinal row back into numbers
+        text = re.sub(r"the (\w+) row, column (\d)", lambda m: f"row {ORDINALS.index(m.group(1)) + 1}, column "
+                      f"{m.group(2)}", text)
+        return re.sub(r"The (\w+) row:", lambda m: f"Row {ORDINALS.index(m.group(1)) + 1}:", text)
+
+    positions = 0
+    for row, base in zip(ordinal, numbers):
+        assert row["meta"].pop("position_wording") == "ordinal"
+        if row["category"] != "position":
+            assert row == base
+            continue
+        positions += 1
+        assert json.loads(renamed(json.dumps(row))) == base
+        assert re.search(r"It is in the (first|second|third|fourth) row, column [1-4]\.", row["response_a"])
+    assert positions > 20
+    assert where((1, 2)) == "row 2, column 3" and where((1, 2), "ordinal") == "the second row, column 3"
+    with pytest.raises(ValueError, match="position wording must be one of numbers, ordinal"):
+        generate_pairs(4, 0, position_wording="letters")
+    with pytest.raises(ValueError, match="at most 10 rows"):
+        generate_pairs(4, 0, grid=11, position_wording="ordinal")
+
+
 @pytest.mark.parametrize("style", ["compare", "restate"])
 def test_off_question_pairs_replace_only_the_wrong_existence_response_with_another_object(style: str) -> None:
     plain = generate_pairs(300, 5, noise=0.2, critique_style=style)

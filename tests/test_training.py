@@ -267,6 +267,8 @@ def test_a_focused_stage_keeps_its_families_and_a_seeded_share_of_the_rest(tmp_p
         Stage(1, 4, 10, 600, listing=("colour",))
     with pytest.raises(ValueError, match="off_question"):
         Stage(1, 4, 10, 600, off_question=-0.1)
+    with pytest.raises(ValueError, match="lookup is offered for position only"):
+        Stage(1, 4, 10, 600, lookup=("existence",))
 
 
 def test_check_examples_say_right_exactly_when_claim_and_fact_match() -> None:
@@ -284,6 +286,13 @@ def test_check_examples_say_right_exactly_when_claim_and_fact_match() -> None:
     near = [(c, f) for c, f, v in checks if v == "Wrong" and "," in f and c.split(",")[0] == f.split(",")[0]]
     assert near  # position claims that differ in one coordinate only
     assert check_examples(5, seed=1)[0].target != examples[0].target
+    # the ordinal wording names the same cells in other words, from the same random draws
+    from training.synthetic import ORDINALS
+
+    ordinal = check_examples(40, seed=0, wording="ordinal")
+    assert any("the second row, column" in e.target for e in ordinal)
+    assert [re.sub(r"the (\w+) row, column", lambda m: f"row {ORDINALS.index(m.group(1)) + 1}, column", e.target)
+            for e in ordinal] == [e.target for e in examples]
 
 
 @pytest.mark.slow

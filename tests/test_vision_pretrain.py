@@ -130,6 +130,10 @@ def test_answer_examples_state_the_fact_and_skip_hallucination(tmp_path: Path) -
     for example, pair in zip(examples, kept):
         assert example.target == pair.meta["observation"] and example.prompt.system == ANSWER_SYSTEM
         assert example.prompt.text == pair.question and len(example.prompt.images) == 1
+    # lookup rows have no observation: the short answer still states their fact (kept in meta.fact)
+    looked = read_preferences(write_dataset(tmp_path / "lookup", 60, seed=0, critique_style="compare",
+                                            lookup="position")).pairs
+    assert [e.target for e in answer_examples(looked)] == [e.target for e in examples]
 
 
 def test_multi_question_examples_ask_distinct_answerable_questions(tmp_path: Path) -> None:
@@ -152,3 +156,25 @@ def test_multi_question_examples_ask_distinct_answerable_questions(tmp_path: Pat
     assert [e.target for e in examples] == [e.target for e in again]  # seeded by the pair id
     multi = [e for e in examples if "\n" in e.prompt.text]
     assert multi and all(len(e.prompt.text.split("\n")) == e.target.count(".") for e in multi)  # a fact per line
+
+
+def test_rows_and_columns_can_be_aligned_to_their_own_words(cell_model_dir: Path) -> None:
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    torch.manual_seed(0)
+    processor = AutoProcessor.from_pretrained(cell_model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(cell_model_dir)
+    # Any four single-token words per side will do for the mechanics; digits are bare tokens in this tokenizer.
+    config = VisionPretrainConfig(steps=60, batch_size=16, heldout_scenes=64, eval_every=30,
+                                  row_words=("red", "green", "blue", "yellow"), column_words=("1", "2", "3", "4"))
+    curve = pretrain_vision(model, processor, config, progress=False)
+    assert curve[-1]["loss"] < curve[0]["loss"] and {"row", "column"} <= set(curve[-1])
+    # (word-aligned heads start slower than linear ones: measured on the demo model, rows 73% after 600 steps and
+    # 100% after 1,200, so accuracy is not asserted on a 60-step run)
+    with pytest.raises(ValueError, match="one token"):
+        pretrain_vision(model, processor, replace(config, steps=1, row_words=("top row", "b", "c", "d")),
+                        progress=False)
+    with pytest.raises(ValueError, match="one word per cell"):
+        VisionPretrainConfig(row_words=("first", "second"))
+    with pytest.raises(ValueError, match="must not share a word"):
+        VisionPretrainConfig(row_words=("1", "2", "3", "4"), column_words=("1", "2", "3", "4"))

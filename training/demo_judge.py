@@ -53,7 +53,7 @@ from training.demo_tasks import (
 )
 from training.sft import SFTConfig, save_judge, train_sft
 from training.sft_data import SFTExample, build_examples
-from training.synthetic import FAMILIES, check_listing, write_dataset
+from training.synthetic import FAMILIES, check_listing, check_lookup, check_wording, write_dataset
 from training.vision_pretrain import VisionPretrainConfig, pretrain_vision
 
 
@@ -91,12 +91,16 @@ class Stage:
     off_question: float = 0.0
     """Share of existence pairs whose wrong response is about another object ("Is there a green square?" - "Yes,
     there is a blue square."; ``training.synthetic``'s ``off_question``), as a weak policy answers."""
+    lookup: tuple[str, ...] = ()
+    """Families whose critiques look each response's claim up in the image instead of stating the fact first ("It
+    says row 4, column 1; that cell is empty. Wrong."; :data:`training.synthetic.LOOKUP_FAMILIES`). Measured as a
+    step on the shipped judge: position 80 -> 46% (README), so the recipe does not use it."""
 
     def __post_init__(self) -> None:
         unknown = set(self.families or ()) - set(FAMILIES)
         if unknown:
             raise ValueError(f"unknown families {sorted(unknown)}; known: {', '.join(FAMILIES)}")
-        check_listing(self.listing)
+        check_lookup(self.lookup, check_listing(self.listing))
         if not 0.0 <= self.other_families <= 1.0:
             raise ValueError("other_families must be in [0, 1]")
         if not 0.0 <= self.off_question <= 1.0:
@@ -175,11 +179,17 @@ class DemoRecipe:
     is learned directly: the verdict-only arm of :mod:`training.critique_ablation`."""
     heldout_families: tuple[str, ...] = FAMILIES
     """The held-out pairs' question families."""
+    position_wording: str = "numbers"
+    """How the synthetic pairs (training, held-out and the check stage's claims) name a cell: "numbers" ("row 2,
+    column 3") or "ordinal" ("the second row, column 3"; :func:`training.synthetic.where`), which lets the vision
+    pre-training align rows and columns to their own words (``VisionPretrainConfig(row_words=..., column_words=...)``).
+    """
     scene_in_critique: bool = False
     """Start every critique with the whole scene's description ("Row 2, column 3: red circle. …"), so the checks
     that follow can look the fact up in text; costs a longer critique (raise ``critique_max_chars``)."""
 
     def __post_init__(self) -> None:
+        check_wording(self.position_wording, 4)
         if not 0.0 <= self.noise < 1.0:
             raise ValueError("noise must be in [0, 1)")
         for stage in self.stages:
@@ -308,7 +318,8 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
         path = write_dataset(work / f"stage{k}", stage.pairs, seed=recipe.train_seed, noise=noisy,
                              min_objects=stage.min_objects, max_objects=stage.max_objects,
                              critique_style=recipe.critique_style, listing=stage.listing,
-                             off_question=stage.off_question)
+                             off_question=stage.off_question, lookup=stage.lookup,
+                             position_wording=recipe.position_wording)
         pairs = read_preferences(path).pairs
         generated += pairs
         pairs = focus_families(pairs, stage, seed=recipe.train_seed + k)
@@ -319,7 +330,8 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
     heldout = read_preferences(write_dataset(work / "heldout", recipe.heldout_pairs, seed=recipe.heldout_seed,
                                              max_objects=recipe.heldout_max_objects,
                                              families=recipe.heldout_families,
-                                             critique_style=recipe.critique_style)).pairs
+                                             critique_style=recipe.critique_style,
+                                             position_wording=recipe.position_wording)).pairs
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     if init is None:
@@ -338,8 +350,10 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
     check_curve: list[dict[str, Any]] = []
     if recipe.check_steps > 0 and init is None:
         _log(f"teaching the check primitive on text ({recipe.check_steps} steps)")
-        held_checks = check_examples(64, seed=recipe.heldout_seed + 1000)
-        check = train_sft(model, processor, check_examples(recipe.check_steps * recipe.batch_size, recipe.train_seed),
+        wording = recipe.position_wording
+        held_checks = check_examples(64, seed=recipe.heldout_seed + 1000, wording=wording)
+        check = train_sft(model, processor, check_examples(recipe.check_steps * recipe.batch_size, recipe.train_seed,
+                                                           wording=wording),
                           SFTConfig(max_steps=recipe.check_steps, learning_rate=recipe.learning_rate,
                                     per_device_train_batch_size=recipe.batch_size, seed=recipe.train_seed,
                                     max_length=recipe.spec.max_position_embeddings, logging_steps=25),

@@ -17,7 +17,7 @@ from critic.engines.tokenizer_utils import render_prompt
 from critic.media import load_image
 from critic.preferences import PreferencePair
 from training.sft_data import SFTExample
-from training.synthetic import scene_questions
+from training.synthetic_questions import scene_questions
 
 DESCRIBE_SYSTEM = "Describe the image."
 CHECK_SYSTEM = "Check each claim against the image."
@@ -55,7 +55,8 @@ def answer_examples(pairs: list[PreferencePair], questions: int = 1) -> list[SFT
 
     out = []
     for pair in pairs:
-        fact = pair.meta.get("observation") or pair.observation  # restate style keeps the fact in meta
+        # restate style keeps the fact in meta.observation, lookup rows in meta.fact
+        fact = pair.meta.get("fact") or pair.meta.get("observation") or pair.observation
         if pair.category == "hallucination" or not fact:
             continue
         text, target = pair.question, fact
@@ -63,7 +64,8 @@ def answer_examples(pairs: list[PreferencePair], questions: int = 1) -> list[SFT
             rng = random.Random(zlib.crc32(pair.id.encode()))
             # 1..k questions, not always k: a model that only ever saw k-question prompts answered a single question
             # with the wrong fact (0 of 53 held-out), though it got 62% of facts right when asked four at a time.
-            asked = scene_questions(pair.meta["scene"], rng, rng.randint(1, questions), pair.meta.get("grid", 4))
+            asked = scene_questions(pair.meta["scene"], rng, rng.randint(1, questions), pair.meta.get("grid", 4),
+                                    wording=pair.meta.get("position_wording", "numbers"))
             if asked:
                 text = "\n".join(q["question"] for q in asked)
                 target = " ".join(q["fact"] for q in asked)
@@ -72,8 +74,10 @@ def answer_examples(pairs: list[PreferencePair], questions: int = 1) -> list[SFT
     return out
 
 
-def _gist(rng: Any, kind: int, like: str | None = None) -> str:
-    """A short claim of one question family, in the form the synthetic critiques quote it."""
+def _gist(rng: Any, kind: int, like: str | None = None, wording: str = "numbers") -> str:
+    """A short claim of one question family, in the form the synthetic critiques quote it (position claims in
+    ``wording``, see :func:`training.synthetic.where`)."""
+    from training.synthetic_questions import parse_cell, where
     from training.synthetic_scenes import COLOURS, SHAPES
 
     if kind == 0:
@@ -86,11 +90,11 @@ def _gist(rng: Any, kind: int, like: str | None = None) -> str:
         return rng.choice(["yes", "no"])
     if kind == 4:
         if like is not None and rng.random() < 0.5:  # near miss: one coordinate changed
-            row, col = like.replace("row ", "").split(", column ")
+            row, col = parse_cell(like)
             if rng.random() < 0.5:
-                return f"row {rng.randint(1, 4)}, column {col}"
-            return f"row {row}, column {rng.randint(1, 4)}"
-        return f"row {rng.randint(1, 4)}, column {rng.randint(1, 4)}"
+                return where((rng.randint(0, 3), col), wording)
+            return where((row, rng.randint(0, 3)), wording)
+        return where((rng.randint(0, 3), rng.randint(0, 3)), wording)
     if like is not None and rng.random() < 0.5:  # near miss: same shape or same colour
         colour, shape = like.split(" ")
         if rng.random() < 0.5:
@@ -99,7 +103,7 @@ def _gist(rng: Any, kind: int, like: str | None = None) -> str:
     return f"{rng.choice(list(COLOURS))} {rng.choice(list(SHAPES))}"
 
 
-def check_examples(n: int, seed: int = 0, per_example: int = 6) -> list[SFTExample]:
+def check_examples(n: int, seed: int = 0, per_example: int = 6, wording: str = "numbers") -> list[SFTExample]:
     """Text-only examples of the critique's one comparison, many per example: "It says red, the image shows blue.
     Wrong. It says 2, the image shows 2. Right. …" over every family's claim forms, half of them equal, the rest
     often near misses. Measured here: inside critiques this comparison stayed at chance for 600 steps even with the
@@ -112,8 +116,8 @@ def check_examples(n: int, seed: int = 0, per_example: int = 6) -> list[SFTExamp
         parts = []
         for _ in range(per_example):
             kind = rng.randrange(6)
-            fact = _gist(rng, kind)
-            claim = fact if rng.random() < 0.5 else _gist(rng, kind, like=fact)
+            fact = _gist(rng, kind, wording=wording)
+            claim = fact if rng.random() < 0.5 else _gist(rng, kind, like=fact, wording=wording)
             parts.append(f"It says {claim}, the image shows {fact}. {'Right' if claim == fact else 'Wrong'}.")
         prompt = ChatPrompt(system=CHECK_SYSTEM, text=CHECK_TEXT, images=())
         out.append(SFTExample(f"check-{k}", prompt, " ".join(parts), "pairwise", "", "check"))

@@ -26,7 +26,9 @@ stream so that the other rows do not change. A flipped row reads as a consistent
 the image: its observation states the wrong response's fact, that response's critique says "Right.", the other's
 says "Wrong.", the scores swap, and ``meta.noisy`` is true. ``--off-question F`` gives that share of the clean
 existence rows a wrong response about another object ("Yes, there is a blue square." to "Is there a green square?"),
-as a confused policy answers; text alone shows it is wrong, so the template rows never have one.
+as a confused policy answers; text alone shows it is wrong, so the template rows never have one. ``--lookup
+position`` gives position rows no leading fact: each critique looks its claimed cell up ("It says row 4, column 1;
+that cell is empty. Wrong."), and the fact moves to ``meta.fact``.
 
 In code: ``generate_pairs(n, seed, ...)`` returns the rows, ``write_dataset(out_dir, n, seed, ...)`` writes them with
 their images, ``draw_scene(scene, grid, cell)`` and ``describe_scene(scene)`` render a row's ``meta.scene``.
@@ -38,18 +40,32 @@ import argparse
 import json
 import random
 import sys
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tqdm import tqdm
 
+from training.synthetic_questions import (
+    FAMILIES,
+    ORDINALS,
+    POSITION_WORDINGS,
+    Claim,
+    Question,
+    article,
+    asker,
+    check_wording,
+    off_question_claim,
+    parse_cell,
+    plural,
+    scene_questions,
+    where,
+)
 from training.synthetic_scenes import COLOURS, SHAPES, Scene, SceneSpace, describe_scene, draw_scene, sorted_scene
 
-__all__ = ["FAMILIES", "LISTING_FAMILIES", "RIGHT_SCORE", "WRONG_SCORE", "check_listing", "describe_scene",
-           "draw_scene", "generate_pairs", "main", "write_dataset"]
+__all__ = ["FAMILIES", "LISTING_FAMILIES", "LOOKUP_FAMILIES", "ORDINALS", "POSITION_WORDINGS", "RIGHT_SCORE",
+           "WRONG_SCORE", "check_listing", "check_lookup", "check_wording", "describe_scene", "draw_scene",
+           "generate_pairs", "main", "scene_questions", "where", "write_dataset"]
 
 RIGHT_SCORE = 10
 WRONG_SCORE = 1
@@ -58,166 +74,9 @@ WRONG_SCORE = 1
 MAX_TRIES = 10_000
 
 
-@dataclass(frozen=True)
-class _Claim:
-    """What one response asserts, in the three wordings a row needs."""
-
-    response: str  # the response text: "It is red."
-    observation: str  # the claim stated as the image's fact: "The triangle is red."
-    gist: str  # what the critique quotes: "red"
-    asked: str | None = None  # set for an off-question claim: the object the question asked about
-
-
-@dataclass(frozen=True)
-class _Question:
-    text: str
-    true: _Claim
-    false: _Claim
-    subject: tuple[str, str] | None = None
-    """What the question is about: ("colour", "red") or ("shape", "square") for count, ("object", "red circle") for
-    position and existence. A listing enumerates it; an off-question response names another object."""
-
-
-def _plural(shape: str) -> str:
-    return shape + ("es" if shape.endswith("ss") else "s")
-
-
-def _a(word: str) -> str:
-    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
-
-
-def _unique(scene: Scene, key: Callable[[dict], Any]) -> list[dict]:
-    counts = Counter(key(o) for o in scene)
-    return [o for o in scene if counts[key(o)] == 1]
-
-
-# Each family turns a scene into a question, or returns None when the scene cannot support it. `target` is a uniform
-# number drawn once per row *before* scenes are sampled, so that rejecting scenes does not bias what is asked
-# (e.g. the wanted count stays uniform although high counts are rarer).
-
-
-def _colour(scene: Scene, rng: random.Random, target: float, grid: int, max_objects: int) -> _Question | None:
-    candidates = _unique(scene, lambda o: o["shape"])
-    if not candidates:
-        return None
-    obj = rng.choice(candidates)
-    wrong = rng.choice([c for c in COLOURS if c != obj["colour"]])
-
-    def claim(colour: str) -> _Claim:
-        return _Claim(f"It is {colour}.", f"The {obj['shape']} is {colour}.", colour)
-
-    return _Question(f"What colour is the {obj['shape']}?", claim(obj["colour"]), claim(wrong))
-
-
-def _shape(scene: Scene, rng: random.Random, target: float, grid: int, max_objects: int) -> _Question | None:
-    candidates = _unique(scene, lambda o: o["colour"])
-    if not candidates:
-        return None
-    obj = rng.choice(candidates)
-    wrong = rng.choice([s for s in SHAPES if s != obj["shape"]])
-
-    def claim(shape: str) -> _Claim:
-        return _Claim(f"It is {_a(shape)}.", f"The {obj['colour']} object is {_a(shape)}.", shape)
-
-    return _Question(f"What shape is the {obj['colour']} object?", claim(obj["shape"]), claim(wrong))
-
-
-def _position(scene: Scene, rng: random.Random, target: float, grid: int, max_objects: int) -> _Question | None:
-    candidates = _unique(scene, lambda o: (o["colour"], o["shape"]))
-    if not candidates:
-        return None
-    obj = rng.choice(candidates)
-    name = f"{obj['colour']} {obj['shape']}"
-    wrong = rng.choice([(r, c) for r in range(grid) for c in range(grid) if (r, c) != (obj["row"], obj["col"])])
-
-    def claim(cell: tuple[int, int]) -> _Claim:
-        where = f"row {cell[0] + 1}, column {cell[1] + 1}"
-        return _Claim(f"It is in {where}.", f"The {name} is in {where}.", where)
-
-    return _Question(f"Where is the {name}?", claim((obj["row"], obj["col"])), claim(wrong), ("object", name))
-
-
-def _count(scene: Scene, rng: random.Random, target: float, grid: int, max_objects: int) -> _Question | None:
-    wanted = min(int(target * (max_objects + 1)), max_objects)
-    colours, shapes = Counter(o["colour"] for o in scene), Counter(o["shape"] for o in scene)
-    matches = [("colour", c) for c in COLOURS if colours[c] == wanted] + \
-              [("shape", s) for s in SHAPES if shapes[s] == wanted]
-    if not matches:
-        return None
-    kind, value = rng.choice(matches)
-    wrong = rng.choice([k for k in range(max_objects + 1) if k != wanted])
-
-    def noun(k: int) -> str:
-        if kind == "colour":
-            return f"{value} object" + ("" if k == 1 else "s")
-        return value if k == 1 else _plural(value)
-
-    def claim(k: int) -> _Claim:
-        text = f"There {'is' if k == 1 else 'are'} {k} {noun(k)}."
-        return _Claim(text, text, str(k))
-
-    return _Question(f"How many {noun(2)} are there?", claim(wanted), claim(wrong), (kind, value))
-
-
-def _existence(scene: Scene, rng: random.Random, target: float, grid: int, max_objects: int) -> _Question | None:
-    present = target < 0.5
-    if present:
-        obj = rng.choice(scene)
-        name = f"{obj['colour']} {obj['shape']}"
-    else:
-        absent = _absent_kinds(scene)
-        if not absent:
-            return None
-        name = rng.choice(absent)
-    yes = _Claim(f"Yes, there is {_a(name)}.", f"There is {_a(name)}.", "yes")
-    no = _Claim(f"No, there is no {name}.", f"There is no {name}.", "no")
-    return _Question(f"Is there {_a(name)}?", yes if present else no, no if present else yes, ("object", name))
-
-
-def _off_question(question: _Question, rng: random.Random) -> _Question:
-    """The existence question with its wrong response replaced by one about another object: the asked object with
-    its colour or its shape changed ("Is there a green square?" - "Yes, there is a blue square."), as a confused
-    policy answers. Text alone shows it is wrong; the pair teaches the judge to check that a response answers the
-    question asked, which the template pairs never required (measured: the judge scored such policy answers 10/10)."""
-    assert question.subject is not None
-    asked = question.subject[1]
-    colour, shape = asked.split(" ")
-    if rng.random() < 0.5:
-        other = f"{rng.choice([c for c in COLOURS if c != colour])} {shape}"
-    else:
-        other = f"{colour} {rng.choice([s for s in SHAPES if s != shape])}"
-    if rng.random() < 0.5:
-        claim = _Claim(f"Yes, there is {_a(other)}.", f"There is {_a(other)}.", other, asked)
-    else:
-        claim = _Claim(f"No, there is no {other}.", f"There is no {other}.", other, asked)
-    return replace(question, false=claim)
-
-
-def _hallucination(scene: Scene, rng: random.Random, target: float, grid: int, max_objects: int) -> _Question | None:
-    absent = _absent_kinds(scene)
-    if not absent:
-        return None
-    obj = rng.choice(scene)
-    real, fake = f"{obj['colour']} {obj['shape']}", rng.choice(absent)
-
-    def claim(named: str, other: str) -> _Claim:
-        return _Claim(f"There is {_a(named)}.", f"There is {_a(named)} but no {other}.", named)
-
-    return _Question("Name one object in the image.", claim(real, fake), claim(fake, real))
-
-
-def _absent_kinds(scene: Scene) -> list[str]:
-    present = {(o["colour"], o["shape"]) for o in scene}
-    return [f"{c} {s}" for c in COLOURS for s in SHAPES if (c, s) not in present]
-
-
-_FAMILY_FUNCS = {"colour": _colour, "count": _count, "shape": _shape, "position": _position,
-                 "existence": _existence, "hallucination": _hallucination}
-FAMILIES: tuple[str, ...] = tuple(_FAMILY_FUNCS)
-
-
 CRITIQUE_STYLES = ("restate", "check", "compare")
 LISTING_FAMILIES = ("count", "position")
+LOOKUP_FAMILIES = ("position",)
 
 
 def check_listing(listing: Sequence[str] | str) -> tuple[str, ...]:
@@ -231,7 +90,39 @@ def check_listing(listing: Sequence[str] | str) -> tuple[str, ...]:
     return tuple(listing)
 
 
-def _listing(question: _Question, believed: _Claim, scene: Scene, grid: int, rng: random.Random) -> str:
+def check_lookup(lookup: Sequence[str] | str, listing: Sequence[str] = ()) -> tuple[str, ...]:
+    """``lookup`` (names or a comma-separated string) as a tuple of :data:`LOOKUP_FAMILIES` names; raises
+    ``ValueError`` naming any other family, or one that is also listed (a lookup row states no fact to list for)."""
+    if isinstance(lookup, str):
+        lookup = [f.strip() for f in lookup.split(",") if f.strip()]
+    unknown = set(lookup) - set(LOOKUP_FAMILIES)
+    if unknown:
+        raise ValueError(f"lookup is offered for {', '.join(LOOKUP_FAMILIES)} only, got {', '.join(sorted(unknown))}")
+    both = set(lookup) & set(listing)
+    if both:
+        raise ValueError(f"{', '.join(sorted(both))} cannot be both listed and looked up: a lookup critique states no "
+                         "fact for a listing to lead to")
+    return tuple(lookup)
+
+
+def _lookup_critique(claim: Claim, right: bool, scene: Scene, name: str) -> str:
+    """A position critique that looks the claimed cell up instead of comparing with a stated fact: "It says row 2,
+    column 3; that cell has the red circle. Right." / "It says row 4, column 1; that cell is empty. Wrong." /
+    "...; that cell has a blue square. Wrong." The hope: finding what is at a named cell might be easier than stating
+    where a named object is, which the demo judge got exactly right for only about half of the position questions.
+    Measured on it (README), it was not: the judge copied the asked object from the question into both lookups.
+    A noisy row's critiques agree with its (wrong) label: the believed cell has the asked object, the true one is
+    called empty."""
+    if right:
+        return f"It says {claim.gist}; that cell has the {name}. Right."
+    cell = parse_cell(claim.gist)
+    there = [o for o in scene if (o["row"], o["col"]) == cell and f"{o['colour']} {o['shape']}" != name]
+    if there:
+        return f"It says {claim.gist}; that cell has {article(there[0]['colour'] + ' ' + there[0]['shape'])}. Wrong."
+    return f"It says {claim.gist}; that cell is empty. Wrong."
+
+
+def _listing(question: Question, believed: Claim, scene: Scene, grid: int, rng: random.Random) -> str:
     """The objects that decide the believed fact, listed in reading order before it is stated: for count, every
     object of the asked colour or shape ("Squares: green, green, red." / "Orange objects: none."); for position, the
     believed row cell by cell ("Row 2: empty, red circle, empty, blue square."). Stating the count or column then
@@ -242,16 +133,17 @@ def _listing(question: _Question, believed: _Claim, scene: Scene, grid: int, rng
     kind, value = question.subject
     ordered = sorted_scene(scene)
     if kind == "object":
-        row, col = (int(x) - 1 for x in believed.gist.replace("row ", "").split(", column "))
+        row, col = parse_cell(believed.gist)
         cells = {o["col"]: f"{o['colour']} {o['shape']}" for o in ordered
                  if o["row"] == row and f"{o['colour']} {o['shape']}" != value}
         cells[col] = value
-        return f"Row {row + 1}: " + ", ".join(cells.get(c, "empty") for c in range(grid)) + "."
+        head = f"Row {row + 1}:" if believed.gist.startswith("row ") else f"The {ORDINALS[row]} row:"
+        return f"{head} " + ", ".join(cells.get(c, "empty") for c in range(grid)) + "."
     if kind == "colour":
         head, names, pool = f"{value.capitalize()} objects:", [o["shape"] for o in ordered if o["colour"] == value], \
             SHAPES
     else:
-        head, names, pool = f"{_plural(value).capitalize()}:", [o["colour"] for o in ordered if o["shape"] == value], \
+        head, names, pool = f"{plural(value).capitalize()}:", [o["colour"] for o in ordered if o["shape"] == value], \
             COLOURS
     wanted = int(believed.gist)
     while len(names) > wanted:
@@ -261,25 +153,7 @@ def _listing(question: _Question, believed: _Claim, scene: Scene, grid: int, rng
     return f"{head} {', '.join(names) if names else 'none'}."
 
 
-def scene_questions(scene: Scene, rng: random.Random, k: int, grid: int = 4, max_objects: int = 4,
-                    families: Sequence[str] = ("colour", "count", "shape", "position", "existence")) -> list[dict]:
-    """Up to ``k`` distinct questions about one scene, each with the fact that answers it and its family
-    (``{"question", "fact", "family"}``), for dense short-answer training: several retrievals per image instead of
-    one. Families whose question has no single right answer (hallucination) are not offered."""
-    out: list[dict] = []
-    asked: set[str] = set()
-    for _ in range(8 * k):
-        if len(out) == k:
-            break
-        family = rng.choice(list(families))
-        question = _FAMILY_FUNCS[family](scene, rng, rng.random(), grid, max_objects)
-        if question is not None and question.text not in asked:
-            asked.add(question.text)
-            out.append({"question": question.text, "fact": question.true.observation, "family": family})
-    return out
-
-
-def _critique(claim: _Claim, right: bool, style: str, family: str, believed: _Claim) -> str:
+def _critique(claim: Claim, right: bool, style: str, family: str, believed: Claim) -> str:
     """A per-response critique.  ``check``: "It says red. Wrong." (the fact is stated once, in the observation).
     ``restate``: "It says red; the triangle is blue. Wrong." — the image fact is restated right next to the claim,
     so Right/Wrong compares two spans a few tokens apart instead of reaching back to the observation.
@@ -287,7 +161,7 @@ def _critique(claim: _Claim, right: bool, style: str, family: str, believed: _Cl
     hallucination, the object that is there), so the two spans compared have the same shape."""
     verdict = "Right" if right else "Wrong"
     if claim.asked is not None:  # an off-question response: wrong whatever the image shows
-        return f"It answers about {_a(claim.gist)}, not {_a(claim.asked)}. {verdict}."
+        return f"It answers about {article(claim.gist)}, not {article(claim.asked)}. {verdict}."
     if style == "check":
         return f"It says {claim.gist}. {verdict}."
     if style == "compare":  # claim and fact side by side in the same short form: a two-span comparison
@@ -314,7 +188,7 @@ def _check_args(n: int, seed: int, noise: float, families: Sequence[str] | str, 
         raise ValueError(f"noise must be a fraction in [0, 1], got {noise!r}")
     if not families:
         raise ValueError(f"give at least one family; known: {', '.join(FAMILIES)}")
-    unknown = [f for f in families if f not in _FAMILY_FUNCS]
+    unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise ValueError(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown))}; "
                          f"known: {', '.join(FAMILIES)}")
@@ -369,8 +243,8 @@ def _noisy_rows(positions: list[str], noise: float, seed: int) -> set[int]:
 
 
 def _make_row(index: int, width: int, seed: int, family: str, position: str, noisy: bool, scene: Scene,
-              question: _Question, grid: int, cell: int, critique_style: str,
-              listing: tuple[str, ...] = ()) -> dict[str, Any]:
+              question: Question, grid: int, cell: int, critique_style: str,
+              listing: tuple[str, ...] = (), lookup: tuple[str, ...] = ()) -> dict[str, Any]:
     a, b = (question.true, question.false) if position == "A" else (question.false, question.true)
     # The claim the row's label takes as the fact: the true one, or for a noisy row the false one.
     believed = question.false if noisy else question.true
@@ -397,7 +271,12 @@ def _make_row(index: int, width: int, seed: int, family: str, position: str, noi
         # Its own stream per row, so that listing some families changes no other row (nor the main stream).
         rng = random.Random(f"critic-synthetic-listing-{seed}-{index}")
         row["observation"] = f"{_listing(question, believed, scene, grid, rng)} {row['observation']}"
-    if critique_style == "restate":  # the fact is in each critique; a leading observation would only repeat it
+    if family in lookup and question.subject is not None:
+        # No leading fact: each critique looks its own claim's cell up. The fact stays in meta for short answers.
+        row["meta"]["fact"] = row.pop("observation")
+        for key, claim, right in (("critique_a", a, a_right), ("critique_b", b, not a_right)):
+            row[key] = _lookup_critique(claim, right, scene, question.subject[1])
+    elif critique_style == "restate":  # the fact is in each critique; a leading observation would only repeat it
         row["meta"]["observation"] = row.pop("observation")
     return row
 
@@ -405,6 +284,7 @@ def _make_row(index: int, width: int, seed: int, family: str, position: str, noi
 def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str] | str = FAMILIES, grid: int = 4,
                    cell: int = 28, min_objects: int = 1, max_objects: int = 4, critique_style: str = "restate",
                    listing: Sequence[str] | str = (), off_question: float = 0.0,
+                   lookup: Sequence[str] | str = (), position_wording: str = "numbers",
                    progress: bool = False) -> list[dict[str, Any]]:
     """``n`` preference rows for ``seed`` (schema in the module docstring); images are drawn by `write_dataset`.
 
@@ -413,10 +293,16 @@ def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str
     those families' observations open with the objects that decide them (see :func:`_listing`); the other rows and
     the random stream are unchanged. ``off_question``: the share of existence rows (never a noisy one) whose wrong
     response is about another object (:func:`_off_question`; ``meta.off_question`` is true), drawn from each row's
-    own stream, so the other rows do not change. Raises ``ValueError`` for bad arguments.
+    own stream, so the other rows do not change. ``lookup`` (from :data:`LOOKUP_FAMILIES`): those families' rows
+    have no leading observation and each critique looks its claim's cell up (:func:`_lookup_critique`); the fact
+    moves to ``meta.fact``. ``position_wording`` (:data:`POSITION_WORDINGS`, see :func:`where`): how position claims
+    name a cell; rows written with ``ordinal`` record it in ``meta.position_wording``. Raises ``ValueError`` for bad
+    arguments.
     """
     families = _check_args(n, seed, noise, families, grid, cell, min_objects, max_objects)
     listing = check_listing(listing)
+    lookup = check_lookup(lookup, listing)
+    wording = check_wording(position_wording, grid)
     if not 0.0 <= off_question <= 1.0:
         raise ValueError(f"off_question must be a fraction in [0, 1], got {off_question!r}")
     if critique_style not in CRITIQUE_STYLES:
@@ -428,7 +314,7 @@ def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str
     width = max(6, len(str(n - 1)))
     rows = []
     for i in tqdm(range(n), desc="scenes", unit="row", disable=not progress, file=sys.stderr):
-        ask = _FAMILY_FUNCS[fams[i]]
+        ask = asker(fams[i], wording)
         target = rng.random()
         for _ in range(MAX_TRIES):
             scene = rng.choice(spaces).sample(rng, seed)
@@ -443,11 +329,13 @@ def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str
         if off_question > 0 and fams[i] == "existence" and i not in noisy:
             own = random.Random(f"critic-synthetic-off-question-{seed}-{i}")
             if own.random() < off_question:
-                question, off = _off_question(question, own), True
+                question, off = off_question_claim(question, own), True
         row = _make_row(i, width, seed, fams[i], positions[i], i in noisy, scene, question, grid, cell,
-                        critique_style, listing)
+                        critique_style, listing, lookup)
         if off:
             row["meta"]["off_question"] = True
+        if wording != "numbers":  # only then, so that the default rows stay byte-identical to earlier versions
+            row["meta"]["position_wording"] = wording
         rows.append(row)
     return rows
 
@@ -455,14 +343,16 @@ def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str
 def write_dataset(out_dir: str | Path, n: int, seed: int, noise: float = 0.0,
                   families: Sequence[str] | str = FAMILIES, grid: int = 4, cell: int = 28, min_objects: int = 1,
                   max_objects: int = 4, critique_style: str = "restate", listing: Sequence[str] | str = (),
-                  off_question: float = 0.0, progress: bool = False) -> Path:
+                  off_question: float = 0.0, lookup: Sequence[str] | str = (), position_wording: str = "numbers",
+                  progress: bool = False) -> Path:
     """Generate rows as `generate_pairs` does and write ``out_dir/pairs.jsonl`` and ``out_dir/images/*.png``.
 
     Returns the path of ``pairs.jsonl``; image paths in the rows are relative to ``out_dir``.
     """
     rows = generate_pairs(n, seed, noise=noise, families=families, grid=grid, cell=cell, min_objects=min_objects,
                           max_objects=max_objects, critique_style=critique_style, listing=listing,
-                          off_question=off_question, progress=progress)
+                          off_question=off_question, lookup=lookup, position_wording=position_wording,
+                          progress=progress)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     for row in tqdm(rows, desc="images", unit="img", disable=not progress, file=sys.stderr):
@@ -500,6 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--off-question", type=float, default=0.0,
                         help="share of existence rows whose wrong response is about another object "
                              "('Is there a green square?' - 'Yes, there is a blue square.'; default 0)")
+    parser.add_argument("--lookup", default="",
+                        help=f"comma-separated families ({','.join(LOOKUP_FAMILIES)}) whose critiques look each "
+                             "claimed cell up instead of stating the fact first: 'It says row 2, column 3; that cell "
+                             "is empty. Wrong.'")
+    parser.add_argument("--position-wording", default="numbers", choices=POSITION_WORDINGS,
+                        help="how position claims name a cell: numbers 'row 2, column 3' (default); ordinal 'the "
+                             "second row, column 3' (rows and columns in different words)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
 
@@ -511,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
         path = write_dataset(args.out, args.n, args.seed, noise=args.noise, families=args.families, grid=args.grid,
                              cell=args.cell, min_objects=args.min_objects, max_objects=args.max_objects,
                              critique_style=args.critique_style, listing=args.listing,
-                             off_question=args.off_question, progress=not args.no_progress)
+                             off_question=args.off_question, lookup=args.lookup,
+                             position_wording=args.position_wording, progress=not args.no_progress)
     except ValueError as exc:
         parser.error(str(exc))
     noisy = round(args.noise * args.n)

@@ -19,7 +19,9 @@ colour-and-shape combination (``combo_codes``), per cell (``cell_codes``) and pe
 (``count_codes``). Why: with colour and shape as two added word directions, a sum of tokens cannot tell "red circle,
 blue cross" from "red cross, blue circle", and the language model learned to name *a* colour in the image rather than
 the asked-about object's (about 50% on two-object scenes); with combination codes the colour questions went from 79%
-to 100% right after 600 steps (measured with a short-answer diagnostic, see the README).
+to 100% right after 600 steps (measured with a short-answer diagnostic, see the README). ``row_words`` and
+``column_words`` align the row and column heads to words the same way, for a position wording whose rows and columns
+use different words (the synthetic task's ``--position-wording ordinal``).
 
 Training scenes come from the training seed's own share of the scene space and the held-out check from another
 seed's (see :class:`training.synthetic_scenes.SceneSpace`), so no held-out scene is seen.
@@ -57,6 +59,12 @@ class VisionPretrainConfig:
     combo_codes: bool = field(default=False, metadata={
         "help": "also pull each occupied cell's token towards a fixed random unit vector of its colour-and-shape "
                 "combination (one code per combination, so a sum of tokens keeps which colour goes with which shape)"})
+    row_words: tuple[str, ...] = field(default=(), metadata={
+        "help": "score the row head by cosine similarity with the embeddings of these words (one per row, top "
+                "first), as align_to_words does for colour and shape; empty: a linear head"})
+    column_words: tuple[str, ...] = field(default=(), metadata={
+        "help": "the same for the column head (one word per column, left first); the row and column words must "
+                "differ, or a token could not say which of its two words is its row"})
     cell_codes: bool = field(default=False, metadata={
         "help": "also pull every token towards a fixed random unit vector of its cell (row and column together)"})
     count_codes: bool = field(default=False, metadata={
@@ -68,6 +76,11 @@ class VisionPretrainConfig:
             raise ValueError("steps, batch_size and max_objects must be >= 1")
         if self.seed == self.heldout_seed:
             raise ValueError("the held-out seed must differ from the training seed")
+        for name, words in (("row_words", self.row_words), ("column_words", self.column_words)):
+            if words and len(words) != self.grid:
+                raise ValueError(f"{name} needs one word per cell of the {self.grid}-cell side, got {len(words)}")
+        if set(self.row_words) & set(self.column_words):
+            raise ValueError("row_words and column_words must not share a word")
 
 
 def cell_labels(scenes: list[Scene], grid: int) -> dict[str, torch.Tensor]:
@@ -124,9 +137,14 @@ def _word_vectors(model: Any, processor: Any, words: list[str]) -> torch.Tensor:
     tokenizer = getattr(processor, "tokenizer", processor)
     ids = []
     for word in words:
+        # Words follow a space in the task's text (" red"); digits are their own tokens in Qwen-style tokenizers,
+        # which split every digit from what precedes it, so "2" is looked up bare when " 2" is not one token.
         encoded = tokenizer.encode(" " + word, add_special_tokens=False)
         if len(encoded) != 1:
-            raise ValueError(f"align_to_words needs ' {word}' to be one token; the tokenizer gives {encoded}")
+            encoded = tokenizer.encode(word, add_special_tokens=False)
+        if len(encoded) != 1:
+            raise ValueError(f"word alignment needs ' {word}' or '{word}' to be one token; the tokenizer gives "
+                             f"{tokenizer.encode(' ' + word, add_special_tokens=False)}")
         ids.append(encoded[0])
     return model.get_input_embeddings().weight[ids]
 
@@ -171,6 +189,10 @@ def pretrain_vision(model: Any, processor: Any, config: VisionPretrainConfig = V
     if config.align_to_words:
         heads["colour"] = _CodeHead(_word_vectors(model, processor, list(COLOURS)), empty=True)
         heads["shape"] = _CodeHead(_word_vectors(model, processor, list(SHAPES)), empty=True)
+    if config.row_words:
+        heads["row"] = _CodeHead(_word_vectors(model, processor, list(config.row_words)))
+    if config.column_words:
+        heads["column"] = _CodeHead(_word_vectors(model, processor, list(config.column_words)))
     if config.combo_codes:
         # Fixed random codes, nearly orthogonal in the token width: one per combination keeps the binding in every
         # sum of tokens (the module docstring says why that matters).
