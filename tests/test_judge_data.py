@@ -412,6 +412,11 @@ def test_demonstration_commands_write_their_reports_and_figures(tiny_qwen2_vl_di
     assert 0 < report["prompts"] <= 6 and 0.0 <= report["kept_rate"] <= 1.0
     # The midpoint rule only ever drops more prompts than the plain rule, from the same judgments.
     assert report["min_chosen_score"] == 5.5 and report["kept"] <= report["no_threshold"]["kept"]
+    # Stricter gates from the same judgments keep fewer prompts, never more; the midpoint row is the headline's.
+    gates = [g["min_chosen_score"] for g in report["sweep"]]
+    assert gates == sorted(gates) and gates[0] == 5.5 and gates[-1] == pytest.approx(9.55)
+    assert [g["kept"] for g in report["sweep"]] == sorted((g["kept"] for g in report["sweep"]), reverse=True)
+    assert report["sweep"][0]["kept"] == report["kept"]
     assert (tmp_path / "d" / "dpo_quality.png").exists()
 
 

@@ -198,15 +198,18 @@ def dpo_demo(judge: Judge, policy_dir: str, out: Path, *, n: int = 100, n_candid
     right = [[c.error is None and reference_checker(c.text, item) for c in cands]
              for item, cands in zip(items, candidates)]
     drs = DRSConfig()
-    rows = {}
-    for name, built in (("no_threshold", loose), ("chosen_at_least_midpoint", strict)):
-        rows[name] = []
+
+    def kept_rows(built: list[Any]) -> list[dict[str, Any]]:
+        out = []
         for k, (item, cands, pair) in enumerate(zip(items, candidates, built)):
             if pair.dropped is None:
                 row = dpo_row(item, cands, pair, drs)
                 row["chosen_right"] = right[k][pair.chosen]  # type: ignore[index]
                 row["rejected_right"] = right[k][pair.rejected]  # type: ignore[index]
-                rows[name].append(row)
+                out.append(row)
+        return out
+
+    rows = {"no_threshold": kept_rows(loose), "chosen_at_least_midpoint": kept_rows(strict)}
     with (out / "dpo.jsonl").open("w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(row) + "\n" for row in rows["chosen_at_least_midpoint"])
 
@@ -217,8 +220,14 @@ def dpo_demo(judge: Judge, policy_dir: str, out: Path, *, n: int = 100, n_candid
                 "chosen_right": sum(r["chosen_right"] for r in kept) / max(len(kept), 1),
                 "rejected_right": sum(r["rejected_right"] for r in kept) / max(len(kept), 1)}
 
+    # The trade-off a curator picks from: stricter gates on chosen's score, again from the same judgments.
+    span = judge.config.scale_max - judge.config.scale_min
+    gates = sorted({midpoint, *(round(judge.config.scale_min + span * f, 4) for f in (0.7, 0.8, 0.9, 0.95))})
+    sweep = [{"min_chosen_score": gate, **quality(kept_rows(
+        [select_pair(i.id, r, s, min_chosen_score=gate) for i, r, s in zip(items, ranking, scoring)]))}
+        for gate in gates]
     result = {"prompts": len(items), "min_chosen_score": midpoint, **quality(rows["chosen_at_least_midpoint"]),
-              "no_threshold": quality(rows["no_threshold"]),
+              "no_threshold": quality(rows["no_threshold"]), "sweep": sweep,
               "prompts_with_a_right_candidate": sum(any(r) for r in right) / max(len(items), 1),
               "candidates_right": sum(map(sum, right)) / max(sum(len(r) for r in right), 1)}
     _plot_bars(result, out / "dpo_quality.png")
@@ -232,7 +241,7 @@ def _plot_bars(result: dict[str, Any], path: Path) -> bool:
         return False
     names = ["kept_rate", "chosen_right_rejected_wrong", "chosen_right", "rejected_right",
              "prompts_with_a_right_candidate", "candidates_right"]
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig, (ax, trade) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [2.2, 1]})
     ax.bar(range(len(names)), [result[k] for k in names],
            color=["grey", "tab:green", "tab:blue", "tab:red", "black", "grey"])
     ax.set_xticks(range(len(names)), ["kept pairs", "chosen right &\nrejected wrong", "chosen right",
@@ -241,6 +250,22 @@ def _plot_bars(result: dict[str, Any], path: Path) -> bool:
     ax.axhline(0.9, color="black", lw=0.8, ls="--")
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("share")
+    ax.set_title(f"gate: chosen scored >= {result['min_chosen_score']:g}", fontsize=9)
+    sweep = result.get("sweep", [])
+    trade.plot([g["kept_rate"] for g in sweep], [g["chosen_right_rejected_wrong"] for g in sweep], "o-",
+               color="tab:green")
+    points: dict[tuple[float, float], list[str]] = {}  # gates that keep the same pairs share one label
+    for g in sweep:
+        points.setdefault((g["kept_rate"], g["chosen_right_rejected_wrong"]), []).append(f"{g['min_chosen_score']:g}")
+    for xy, gates in points.items():
+        label = gates[0] if len(gates) == 1 else f"{gates[0]} to {gates[-1]}"
+        trade.annotate(f">= {label}", xy, fontsize=7, textcoords="offset points", xytext=(-40, 6))
+    trade.axhline(0.9, color="black", lw=0.8, ls="--")
+    trade.set_xlim(0, 1.02)
+    trade.set_ylim(0, 1.02)
+    trade.set_xlabel("kept pairs (share of prompts)")
+    trade.set_ylabel("chosen right & rejected wrong")
+    trade.set_title("stricter gates on chosen's score", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
