@@ -18,6 +18,8 @@ For each strategy and N the curve has
   so pointwise scores at N = 8 reuse those of N = 4; the curve still charges them, because a run at N = 8 alone
   would pay for them;
 * ``engine_calls``: the mean generations actually spent for that point (cache hits free);
+* ``chosen``: per N, each item's selected candidate index (None: no selection), so that every point can be re-derived
+  and two strategies compared item by item (:func:`paired_counts`);
 
 plus two reference lines over N: ``oracle`` (the share of items with any correct candidate among the first N: no
 selection can do better) and ``random`` (the exact expected accuracy of picking one of the first N uniformly:
@@ -25,8 +27,11 @@ the mean share of correct candidates; failed candidates count as wrong).  The JS
 
     {"n": [1, 2, 4], "items": 200, "candidates_per_item": 4,
      "strategies": {"knockout": {"accuracy": [...], "judge_calls": [...], "engine_calls": [...],
-                                 "no_choice": [...]}, ...},
-     "oracle": [...], "random": [...], "engine_calls_total": 1234, ...}
+                                 "no_choice": [...], "chosen": [[...], ...]}, ...},
+     "oracle": [...], "random": [...], "engine_calls_total": 1234,
+     "item_ids": [...], "correct": [[true, false, ...], ...]}
+
+``correct[k][i]`` says whether candidate ``i`` of item ``k`` is right.
 
 The PNG has two panels: accuracy against N (log2 axis, with the oracle and random lines) and accuracy against
 judge calls per item.  matplotlib is imported only to draw it (``pip install matplotlib``).
@@ -191,7 +196,8 @@ def scaling_curve(
     bar = tqdm(total=len(built) * len(ns), desc="strategies × N", unit="point", file=sys.stderr,
                disable=not progress)
     for strategy in built:
-        line: dict[str, list[Any]] = {"accuracy": [], "judge_calls": [], "engine_calls": [], "no_choice": []}
+        line: dict[str, list[Any]] = {"accuracy": [], "judge_calls": [], "engine_calls": [], "no_choice": [],
+                                      "chosen": []}
         for n in ns:
             bar.set_postfix_str(f"{strategy.name} N={n}")
             before = calls.nominal if calls is not None else 0
@@ -202,6 +208,7 @@ def scaling_curve(
             line["judge_calls"].append(nominal / count)
             line["engine_calls"].append(sum(s.judge_calls for s in selections) / count)
             line["no_choice"].append(sum(s.chosen is None for s in selections))
+            line["chosen"].append([s.chosen for s in selections])
             bar.update(1)
         curves[strategy.name] = line
     bar.close()
@@ -213,7 +220,23 @@ def scaling_curve(
         "oracle": [sum(any(row[:n]) for row in correct) / count for n in ns],
         "random": [sum(sum(row[:n]) / n for row in correct) / count for n in ns],
         "engine_calls_total": calls.spent if calls is not None else 0,
+        "item_ids": [item.id for item in items],
+        "correct": correct,
     }
+
+
+def paired_counts(curve: dict[str, Any], first: str, second: str) -> list[dict[str, int]]:
+    """Per N, how many items only ``first``'s selection got right and how many only ``second``'s (the discordant
+    pairs of a McNemar test; items both got right or both wrong say nothing about which strategy is better)."""
+    lines = curve["strategies"]
+    out = []
+    for k in range(len(curve["n"])):
+        mine, theirs = lines[first]["chosen"][k], lines[second]["chosen"][k]
+        right = [[a is not None and row[a], b is not None and row[b]]
+                 for row, a, b in zip(curve["correct"], mine, theirs)]
+        out.append({"n": curve["n"][k], f"only_{first}": sum(a and not b for a, b in right),
+                    f"only_{second}": sum(b and not a for a, b in right)})
+    return out
 
 
 def write_plot(curve: dict[str, Any], path: str | Path) -> bool:

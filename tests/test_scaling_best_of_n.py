@@ -18,7 +18,7 @@ from critic.engines.scripted import ScriptedEngine, ScriptedOutput
 from scaling import best_of_n as best_of_n_module
 from scaling.best_of_n import BestOfN, build_parser, load_judge, main, read_candidates
 from scaling.calls import BudgetExceeded, JudgeCalls
-from scaling.curve import NominalCalls, load_checker, reference_checker, scaling_curve, write_plot
+from scaling.curve import NominalCalls, load_checker, paired_counts, reference_checker, scaling_curve, write_plot
 from scaling.curve import main as curve_main
 from scaling.pointwise import PointwiseBestOfN
 from scaling.policy import Policy, PolicyCapabilities, PolicySampling
@@ -346,6 +346,16 @@ class RecordingStrategy:
                 for item, c in zip(items, candidates)]
 
 
+class FirstStrategy:
+    """Picks the first candidate."""
+
+    name = "first"
+
+    def select(self, items, candidates, judge, *, max_calls=None):  # noqa: ANN001, ANN201 - the Strategy protocol
+        return [Selection(id=item.id, strategy=self.name, chosen=0, candidates=list(c))
+                for item, c in zip(items, candidates)]
+
+
 def test_curve_random_and_oracle_exact_and_prefixes() -> None:
     # Correct candidates ('y'): item 0: n y n y, item 1: none, item 2: y y n n.
     pattern = ["nyny", "nnnn", "yynn"]
@@ -359,6 +369,13 @@ def test_curve_random_and_oracle_exact_and_prefixes() -> None:
     # "last" picks candidate N-1: N=1 → 0 (only item 2 right), N=2 → 1 (items 0, 2), N=4 → 3 (item 0).
     assert curve["strategies"]["last"]["accuracy"] == pytest.approx([1 / 3, 2 / 3, 1 / 3])
     assert [[len(c) for c in seen] for seen in recorder.seen] == [[1] * 3, [2] * 3, [4] * 3]
+    # Per-item records re-derive each point, and two strategies compare item by item.
+    assert curve["strategies"]["last"]["chosen"] == [[0, 0, 0], [1, 1, 1], [3, 3, 3]]
+    assert curve["item_ids"] == ["0", "1", "2"] and curve["correct"][2] == [True, True, False, False]
+    both = scaling_curve(curve_items, cands, None, [2, 4], [recorder, FirstStrategy()])
+    # N=2: "last" (index 1) is right for items 0 and 2, "first" (index 0) for item 2 only; N=4: index 3 vs 0.
+    assert paired_counts(both, "last", "first") == [{"n": 2, "only_last": 1, "only_first": 0},
+                                                    {"n": 4, "only_last": 1, "only_first": 1}]
     for seen in recorder.seen:
         assert all(given == full[:len(given)] for given, full in zip(seen, cands))
     # A failed candidate is wrong without asking the checker; a custom checker replaces the reference.
@@ -381,7 +398,7 @@ def test_curve_strategies_nominal_calls_and_oracle_bound() -> None:
                           ["pointwise", "knockout", "round_robin", "self_consistency"])
     lines = curve["strategies"]
     assert set(curve) >= {"n", "strategies", "oracle", "random", "items", "engine_calls_total"}
-    assert set(lines["knockout"]) == {"accuracy", "judge_calls", "engine_calls", "no_choice"}
+    assert set(lines["knockout"]) == {"accuracy", "judge_calls", "engine_calls", "no_choice", "chosen"}
     for line in lines.values():
         assert all(acc <= oracle + 1e-12 for acc, oracle in zip(line["accuracy"], curve["oracle"]))
     # Nominal calls are what each N costs on its own; engine calls are less where the shared cache served.
