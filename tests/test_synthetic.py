@@ -470,3 +470,30 @@ def test_off_question_pairs_replace_only_the_wrong_existence_response_with_anoth
     assert 0.4 * existence < off < 0.8 * existence  # about the asked share of clean existence rows
     with pytest.raises(ValueError, match="off_question must be a fraction"):
         generate_pairs(4, 0, off_question=1.5)
+
+
+def test_count_off_question_pairs_count_another_object_and_leave_existence_rows_as_before() -> None:
+    existence_only = generate_pairs(300, 5, noise=0.2, critique_style="compare", off_question=0.6)
+    both = generate_pairs(300, 5, noise=0.2, critique_style="compare", off_question=0.6,
+                          off_question_families="existence,count")
+    counted, numbers = 0, set()
+    for row, base in zip(both, existence_only):
+        if row["category"] != "count" or not row["meta"].get("off_question"):
+            assert row == base  # existence off-question rows, and every other row, are unchanged
+            continue
+        counted += 1
+        right, wrong = row["preferred"].lower(), "b" if row["preferred"] == "A" else "a"
+        for key in ("question", "preferred", f"response_{right}", f"critique_{right}", "observation"):
+            assert row[key] == base[key]
+        asked = re.fullmatch(r"How many (\w+(?: objects)?) are there\?", row["question"]).group(1)
+        k, named = re.fullmatch(r"There (?:is|are) (\d) (\w+(?: objects?)?)\.", row[f"response_{wrong}"]).groups()
+        right_k, _ = re.fullmatch(r"There (?:is|are) (\d) (.+)\.", row[f"response_{right}"]).groups()
+        plural_named = named if k != "1" else named + ("es" if named.endswith("ss") else "s")
+        assert plural_named != asked and asked.endswith(" objects") == plural_named.endswith(" objects")
+        assert row[f"critique_{wrong}"] == f"It answers about {plural_named}, not {asked}. Wrong."
+        assert not row["meta"]["noisy"]
+        numbers.add(k == right_k)  # the number alone must not give the answer away
+    clean_counts = sum(r["category"] == "count" and not r["meta"]["noisy"] for r in both)
+    assert 0.4 * clean_counts < counted < 0.8 * clean_counts and numbers == {True, False}
+    with pytest.raises(ValueError, match="off-question answers are offered for existence, count only"):
+        generate_pairs(4, 0, off_question=0.5, off_question_families="colour")

@@ -53,7 +53,14 @@ from training.demo_tasks import (
 )
 from training.sft import SFTConfig, save_judge, train_sft
 from training.sft_data import SFTExample, build_examples
-from training.synthetic import FAMILIES, check_listing, check_lookup, check_wording, write_dataset
+from training.synthetic import (
+    FAMILIES,
+    check_listing,
+    check_lookup,
+    check_off_question_families,
+    check_wording,
+    write_dataset,
+)
 from training.vision_pretrain import VisionPretrainConfig, pretrain_vision
 
 
@@ -91,6 +98,9 @@ class Stage:
     off_question: float = 0.0
     """Share of existence pairs whose wrong response is about another object ("Is there a green square?" - "Yes,
     there is a blue square."; ``training.synthetic``'s ``off_question``), as a weak policy answers."""
+    off_question_families: tuple[str, ...] = ("existence",)
+    """The families ``off_question`` applies to (:data:`training.synthetic_questions.OFF_QUESTION_FAMILIES`; count:
+    "How many crosses are there?" - "There is 1 triangle.")."""
     lookup: tuple[str, ...] = ()
     """Families whose critiques look each response's claim up in the image instead of stating the fact first ("It
     says row 4, column 1; that cell is empty. Wrong."; :data:`training.synthetic.LOOKUP_FAMILIES`). Measured as a
@@ -101,6 +111,7 @@ class Stage:
         if unknown:
             raise ValueError(f"unknown families {sorted(unknown)}; known: {', '.join(FAMILIES)}")
         check_lookup(self.lookup, check_listing(self.listing))
+        check_off_question_families(self.off_question_families)
         if not 0.0 <= self.other_families <= 1.0:
             raise ValueError("other_families must be in [0, 1]")
         if not 0.0 <= self.off_question <= 1.0:
@@ -318,7 +329,8 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
         path = write_dataset(work / f"stage{k}", stage.pairs, seed=recipe.train_seed, noise=noisy,
                              min_objects=stage.min_objects, max_objects=stage.max_objects,
                              critique_style=recipe.critique_style, listing=stage.listing,
-                             off_question=stage.off_question, lookup=stage.lookup,
+                             off_question=stage.off_question, off_question_families=stage.off_question_families,
+                             lookup=stage.lookup,
                              position_wording=recipe.position_wording)
         pairs = read_preferences(path).pairs
         generated += pairs

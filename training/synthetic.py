@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 from training.synthetic_questions import (
     FAMILIES,
+    OFF_QUESTION_FAMILIES,
     ORDINALS,
     POSITION_WORDINGS,
     Claim,
@@ -63,9 +64,10 @@ from training.synthetic_questions import (
 )
 from training.synthetic_scenes import COLOURS, SHAPES, Scene, SceneSpace, describe_scene, draw_scene, sorted_scene
 
-__all__ = ["FAMILIES", "LISTING_FAMILIES", "LOOKUP_FAMILIES", "ORDINALS", "POSITION_WORDINGS", "RIGHT_SCORE",
-           "WRONG_SCORE", "check_listing", "check_lookup", "check_wording", "describe_scene", "draw_scene",
-           "generate_pairs", "main", "scene_questions", "where", "write_dataset"]
+__all__ = ["FAMILIES", "LISTING_FAMILIES", "LOOKUP_FAMILIES", "OFF_QUESTION_FAMILIES", "ORDINALS", "POSITION_WORDINGS",
+           "RIGHT_SCORE", "WRONG_SCORE", "check_listing", "check_lookup", "check_off_question_families",
+           "check_wording", "describe_scene", "draw_scene", "generate_pairs", "main", "scene_questions", "where",
+           "write_dataset"]
 
 RIGHT_SCORE = 10
 WRONG_SCORE = 1
@@ -77,6 +79,18 @@ MAX_TRIES = 10_000
 CRITIQUE_STYLES = ("restate", "check", "compare")
 LISTING_FAMILIES = ("count", "position")
 LOOKUP_FAMILIES = ("position",)
+
+
+def check_off_question_families(families: Sequence[str] | str) -> tuple[str, ...]:
+    """``families`` (names or a comma-separated string) as a tuple of :data:`OFF_QUESTION_FAMILIES` names; raises
+    ``ValueError`` naming any other family."""
+    if isinstance(families, str):
+        families = [f.strip() for f in families.split(",") if f.strip()]
+    unknown = set(families) - set(OFF_QUESTION_FAMILIES)
+    if unknown:
+        raise ValueError(f"off-question answers are offered for {', '.join(OFF_QUESTION_FAMILIES)} only, got "
+                         f"{', '.join(sorted(unknown))}")
+    return tuple(families)
 
 
 def check_listing(listing: Sequence[str] | str) -> tuple[str, ...]:
@@ -161,7 +175,7 @@ def _critique(claim: Claim, right: bool, style: str, family: str, believed: Clai
     hallucination, the object that is there), so the two spans compared have the same shape."""
     verdict = "Right" if right else "Wrong"
     if claim.asked is not None:  # an off-question response: wrong whatever the image shows
-        return f"It answers about {article(claim.gist)}, not {article(claim.asked)}. {verdict}."
+        return f"It answers about {claim.gist}, not {claim.asked}. {verdict}."
     if style == "check":
         return f"It says {claim.gist}. {verdict}."
     if style == "compare":  # claim and fact side by side in the same short form: a two-span comparison
@@ -284,15 +298,16 @@ def _make_row(index: int, width: int, seed: int, family: str, position: str, noi
 def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str] | str = FAMILIES, grid: int = 4,
                    cell: int = 28, min_objects: int = 1, max_objects: int = 4, critique_style: str = "restate",
                    listing: Sequence[str] | str = (), off_question: float = 0.0,
-                   lookup: Sequence[str] | str = (), position_wording: str = "numbers",
-                   progress: bool = False) -> list[dict[str, Any]]:
+                   off_question_families: Sequence[str] | str = ("existence",), lookup: Sequence[str] | str = (),
+                   position_wording: str = "numbers", progress: bool = False) -> list[dict[str, Any]]:
     """``n`` preference rows for ``seed`` (schema in the module docstring); images are drawn by `write_dataset`.
 
     ``families`` is a sequence of names or a comma-separated string; object counts are uniform over
     ``min_objects..max_objects``. ``listing`` (names or a comma-separated string, from :data:`LISTING_FAMILIES`):
     those families' observations open with the objects that decide them (see :func:`_listing`); the other rows and
-    the random stream are unchanged. ``off_question``: the share of existence rows (never a noisy one) whose wrong
-    response is about another object (:func:`_off_question`; ``meta.off_question`` is true), drawn from each row's
+    the random stream are unchanged. ``off_question``: the share of the ``off_question_families`` rows (from
+    :data:`OFF_QUESTION_FAMILIES`; never a noisy row) whose wrong response is about another object
+    (:func:`training.synthetic_questions.off_question_claim`; ``meta.off_question`` is true), drawn from each row's
     own stream, so the other rows do not change. ``lookup`` (from :data:`LOOKUP_FAMILIES`): those families' rows
     have no leading observation and each critique looks its claim's cell up (:func:`_lookup_critique`); the fact
     moves to ``meta.fact``. ``position_wording`` (:data:`POSITION_WORDINGS`, see :func:`where`): how position claims
@@ -305,6 +320,7 @@ def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str
     wording = check_wording(position_wording, grid)
     if not 0.0 <= off_question <= 1.0:
         raise ValueError(f"off_question must be a fraction in [0, 1], got {off_question!r}")
+    off_families = check_off_question_families(off_question_families)
     if critique_style not in CRITIQUE_STYLES:
         raise ValueError(f"critique_style must be one of {', '.join(CRITIQUE_STYLES)}, got {critique_style!r}")
     rng = random.Random(seed)
@@ -326,10 +342,10 @@ def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str
                                f"tries (grid {grid}, {min_objects}..{max_objects} objects); try a smaller seed or "
                                f"other object counts")
         off = False
-        if off_question > 0 and fams[i] == "existence" and i not in noisy:
+        if off_question > 0 and fams[i] in off_families and i not in noisy:
             own = random.Random(f"critic-synthetic-off-question-{seed}-{i}")
             if own.random() < off_question:
-                question, off = off_question_claim(question, own), True
+                question, off = off_question_claim(question, own, fams[i]), True
         row = _make_row(i, width, seed, fams[i], positions[i], i in noisy, scene, question, grid, cell,
                         critique_style, listing, lookup)
         if off:
@@ -343,15 +359,16 @@ def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str
 def write_dataset(out_dir: str | Path, n: int, seed: int, noise: float = 0.0,
                   families: Sequence[str] | str = FAMILIES, grid: int = 4, cell: int = 28, min_objects: int = 1,
                   max_objects: int = 4, critique_style: str = "restate", listing: Sequence[str] | str = (),
-                  off_question: float = 0.0, lookup: Sequence[str] | str = (), position_wording: str = "numbers",
-                  progress: bool = False) -> Path:
+                  off_question: float = 0.0, off_question_families: Sequence[str] | str = ("existence",),
+                  lookup: Sequence[str] | str = (), position_wording: str = "numbers", progress: bool = False) -> Path:
     """Generate rows as `generate_pairs` does and write ``out_dir/pairs.jsonl`` and ``out_dir/images/*.png``.
 
     Returns the path of ``pairs.jsonl``; image paths in the rows are relative to ``out_dir``.
     """
     rows = generate_pairs(n, seed, noise=noise, families=families, grid=grid, cell=cell, min_objects=min_objects,
                           max_objects=max_objects, critique_style=critique_style, listing=listing,
-                          off_question=off_question, lookup=lookup, position_wording=position_wording,
+                          off_question=off_question, off_question_families=off_question_families, lookup=lookup,
+                          position_wording=position_wording,
                           progress=progress)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -390,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--off-question", type=float, default=0.0,
                         help="share of existence rows whose wrong response is about another object "
                              "('Is there a green square?' - 'Yes, there is a blue square.'; default 0)")
+    parser.add_argument("--off-question-families", default="existence",
+                        help=f"comma-separated families ({','.join(OFF_QUESTION_FAMILIES)}) that --off-question applies "
+                             "to (default existence); count: 'How many crosses are there?' - 'There is 1 triangle.'")
     parser.add_argument("--lookup", default="",
                         help=f"comma-separated families ({','.join(LOOKUP_FAMILIES)}) whose critiques look each "
                              "claimed cell up instead of stating the fact first: 'It says row 2, column 3; that cell "
@@ -408,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         path = write_dataset(args.out, args.n, args.seed, noise=args.noise, families=args.families, grid=args.grid,
                              cell=args.cell, min_objects=args.min_objects, max_objects=args.max_objects,
                              critique_style=args.critique_style, listing=args.listing,
-                             off_question=args.off_question, lookup=args.lookup,
+                             off_question=args.off_question, off_question_families=args.off_question_families,
+                             lookup=args.lookup,
                              position_wording=args.position_wording, progress=not args.no_progress)
     except ValueError as exc:
         parser.error(str(exc))

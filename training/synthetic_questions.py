@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from training.synthetic_scenes import COLOURS, SHAPES, Scene
 
-__all__ = ["FAMILIES", "FAMILY_FUNCS", "ORDINALS", "POSITION_WORDINGS", "Claim", "Question", "article", "asker",
+__all__ = ["FAMILIES", "FAMILY_FUNCS", "OFF_QUESTION_FAMILIES", "ORDINALS", "POSITION_WORDINGS", "Claim", "Question", "article", "asker",
            "check_wording", "off_question_claim", "parse_cell", "plural", "scene_questions", "where"]
 
 
@@ -162,12 +162,29 @@ def _existence(scene: Scene, rng: random.Random, target: float, grid: int, max_o
     return Question(f"Is there {article(name)}?", yes if present else no, no if present else yes, ("object", name))
 
 
-def off_question_claim(question: Question, rng: random.Random) -> Question:
-    """The existence question with its wrong response replaced by one about another object: the asked object with
-    its colour or its shape changed ("Is there a green square?" - "Yes, there is a blue square."), as a confused
-    policy answers. Text alone shows it is wrong; the pair teaches the judge to check that a response answers the
-    question asked, which the template pairs never required (measured: the judge scored such policy answers 10/10)."""
+OFF_QUESTION_FAMILIES = ("existence", "count")
+
+
+def off_question_claim(question: Question, rng: random.Random, family: str = "existence") -> Question:
+    """The question with its wrong response replaced by one about another object, as a confused policy answers.
+    Existence: the asked object with its colour or its shape changed ("Is there a green square?" - "Yes, there is a
+    blue square."). Count: another shape or colour counted, with the right or the wrong number ("How many crosses
+    are there?" - "There is 1 triangle."). Text alone shows it is wrong; the pair teaches the judge to check that a
+    response answers the question asked, which the template pairs never required (measured: the judge scored such
+    policy answers 10/10). The claim's ``gist`` and ``asked`` are the two objects as the critique names them."""
     assert question.subject is not None
+    if family == "count":
+        kind, value = question.subject
+        other = rng.choice([v for v in (COLOURS if kind == "colour" else SHAPES) if v != value])
+        k = int(rng.choice([question.true.gist, question.false.gist]))
+
+        def noun(name: str, n: int) -> str:
+            if kind == "colour":
+                return f"{name} object" + ("" if n == 1 else "s")
+            return name if n == 1 else plural(name)
+
+        text = f"There {'is' if k == 1 else 'are'} {k} {noun(other, k)}."
+        return replace(question, false=Claim(text, text, noun(other, 2), noun(value, 2)))
     asked = question.subject[1]
     colour, shape = asked.split(" ")
     if rng.random() < 0.5:
@@ -175,9 +192,9 @@ def off_question_claim(question: Question, rng: random.Random) -> Question:
     else:
         other = f"{colour} {rng.choice([s for s in SHAPES if s != shape])}"
     if rng.random() < 0.5:
-        claim = Claim(f"Yes, there is {article(other)}.", f"There is {article(other)}.", other, asked)
+        claim = Claim(f"Yes, there is {article(other)}.", f"There is {article(other)}.", article(other), article(asked))
     else:
-        claim = Claim(f"No, there is no {other}.", f"There is no {other}.", other, asked)
+        claim = Claim(f"No, there is no {other}.", f"There is no {other}.", article(other), article(asked))
     return replace(question, false=claim)
 
 
