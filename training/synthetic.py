@@ -81,42 +81,43 @@ LISTING_FAMILIES = ("count", "position")
 LOOKUP_FAMILIES = ("position",)
 
 
+def _family_names(value: Sequence[str] | str) -> tuple[str, ...]:
+    """Family names given as a sequence or a comma-separated string."""
+    if isinstance(value, str):
+        return tuple(f.strip() for f in value.split(",") if f.strip())
+    return tuple(value)
+
+
+def _offered(value: Sequence[str] | str, offered: Sequence[str], what: str) -> tuple[str, ...]:
+    """``value``'s family names, or ``ValueError`` naming those outside ``offered`` ("{what} offered for ...")."""
+    names = _family_names(value)
+    unknown = set(names) - set(offered)
+    if unknown:
+        raise ValueError(f"{what} offered for {', '.join(offered)} only, got {', '.join(sorted(unknown))}")
+    return names
+
+
 def check_off_question_families(families: Sequence[str] | str) -> tuple[str, ...]:
     """``families`` (names or a comma-separated string) as a tuple of :data:`OFF_QUESTION_FAMILIES` names; raises
     ``ValueError`` naming any other family."""
-    if isinstance(families, str):
-        families = [f.strip() for f in families.split(",") if f.strip()]
-    unknown = set(families) - set(OFF_QUESTION_FAMILIES)
-    if unknown:
-        raise ValueError(f"off-question answers are offered for {', '.join(OFF_QUESTION_FAMILIES)} only, got "
-                         f"{', '.join(sorted(unknown))}")
-    return tuple(families)
+    return _offered(families, OFF_QUESTION_FAMILIES, "off-question answers are")
 
 
 def check_listing(listing: Sequence[str] | str) -> tuple[str, ...]:
     """``listing`` (names or a comma-separated string) as a tuple of :data:`LISTING_FAMILIES` names; raises
     ``ValueError`` naming any other family."""
-    if isinstance(listing, str):
-        listing = [f.strip() for f in listing.split(",") if f.strip()]
-    unknown = set(listing) - set(LISTING_FAMILIES)
-    if unknown:
-        raise ValueError(f"listing is offered for {', '.join(LISTING_FAMILIES)} only, got {', '.join(sorted(unknown))}")
-    return tuple(listing)
+    return _offered(listing, LISTING_FAMILIES, "listing is")
 
 
 def check_lookup(lookup: Sequence[str] | str, listing: Sequence[str] = ()) -> tuple[str, ...]:
     """``lookup`` (names or a comma-separated string) as a tuple of :data:`LOOKUP_FAMILIES` names; raises
     ``ValueError`` naming any other family, or one that is also listed (a lookup row states no fact to list for)."""
-    if isinstance(lookup, str):
-        lookup = [f.strip() for f in lookup.split(",") if f.strip()]
-    unknown = set(lookup) - set(LOOKUP_FAMILIES)
-    if unknown:
-        raise ValueError(f"lookup is offered for {', '.join(LOOKUP_FAMILIES)} only, got {', '.join(sorted(unknown))}")
+    lookup = _offered(lookup, LOOKUP_FAMILIES, "lookup is")
     both = set(lookup) & set(listing)
     if both:
         raise ValueError(f"{', '.join(sorted(both))} cannot be both listed and looked up: a lookup critique states no "
                          "fact for a listing to lead to")
-    return tuple(lookup)
+    return lookup
 
 
 def _lookup_critique(claim: Claim, right: bool, scene: Scene, name: str) -> str:
@@ -190,9 +191,7 @@ def _critique(claim: Claim, right: bool, style: str, family: str, believed: Clai
 def _check_args(n: int, seed: int, noise: float, families: Sequence[str] | str, grid: int, cell: int,
                 min_objects: int, max_objects: int) -> tuple[str, ...]:
     """Validate the generator's arguments with messages that name the problem; returns the families as a tuple."""
-    if isinstance(families, str):
-        families = [f.strip() for f in families.split(",") if f.strip()]
-    families = tuple(families)
+    families = _family_names(families)
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     if not isinstance(seed, int) or seed < 0:
@@ -405,8 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"comma-separated families ({','.join(LISTING_FAMILIES)}) whose observation first lists "
                              "the objects that decide it: 'Squares: green, red. There are 2 squares.'")
     parser.add_argument("--off-question", type=float, default=0.0,
-                        help="share of existence rows whose wrong response is about another object "
-                             "('Is there a green square?' - 'Yes, there is a blue square.'; default 0)")
+                        help="share of the --off-question-families rows whose wrong response is about another "
+                             "object ('Is there a green square?' - 'Yes, there is a blue square.'; default 0)")
     parser.add_argument("--off-question-families", default="existence",
                         help=f"comma-separated families ({','.join(OFF_QUESTION_FAMILIES)}) that --off-question applies "
                              "to (default existence); count: 'How many crosses are there?' - 'There is 1 triangle.'")
