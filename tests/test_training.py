@@ -246,6 +246,20 @@ def test_a_recipe_whose_critique_budget_cannot_fit_the_context_is_refused() -> N
     assert DemoRecipe().judge_config().critique_max_chars == 320  # fact-first critiques: fact, then two checks
 
 
+def test_the_ordinal_wording_aligns_the_towers_row_and_column_heads_to_its_words() -> None:
+    from training.demo_judge import QUICK, DemoRecipe, with_position_wording
+
+    recipe = with_position_wording(DemoRecipe(), "ordinal")
+    assert recipe.position_wording == "ordinal"
+    assert recipe.vision.row_words == ("first", "second", "third", "fourth")
+    assert recipe.vision.column_words == ("1", "2", "3", "4")
+    assert recipe.vision.steps == DemoRecipe().vision.steps and recipe.stages == DemoRecipe().stages
+    assert with_position_wording(QUICK, "numbers") == QUICK
+    assert with_position_wording(replace(QUICK, vision=None), "ordinal").vision is None
+    with pytest.raises(ValueError, match="letters"):
+        with_position_wording(QUICK, "letters")
+
+
 def test_a_focused_stage_keeps_its_families_and_a_seeded_share_of_the_rest(tmp_path: Path) -> None:
     from training.demo_judge import Stage, focus_families
 
