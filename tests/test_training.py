@@ -253,7 +253,7 @@ def test_the_ordinal_wording_aligns_the_towers_row_and_column_heads_to_its_words
     assert recipe.position_wording == "ordinal"
     assert recipe.vision.row_words == ("first", "second", "third", "fourth")
     assert recipe.vision.column_words == ("1", "2", "3", "4")
-    assert recipe.vision.steps == DemoRecipe().vision.steps and recipe.stages == DemoRecipe().stages
+    assert recipe.vision.steps == 1200 and recipe.stages == DemoRecipe().stages
     assert with_position_wording(QUICK, "numbers") == QUICK
     assert with_position_wording(replace(QUICK, vision=None), "ordinal").vision is None
     with pytest.raises(ValueError, match="letters"):
