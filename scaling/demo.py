@@ -26,7 +26,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from scaling.policy import PolicyPrompt
 from scaling.types import Item
 from training.sft import SFTConfig, train_sft
 from training.sft_data import SFTExample
-from training.synthetic import write_dataset
+from training.synthetic import POSITION_WORDINGS, resolve_wording, write_dataset
 from training.vision_pretrain import VisionPretrainConfig, pretrain_vision
 
 ITEMS_SEED = 2
@@ -55,6 +55,8 @@ class PolicyRecipe:
     learning_rate: float = 2e-3
     batch_size: int = 32
     seed: int = 0
+    position_wording: str = "numbers"
+    """How its training pairs name cells (``training.synthetic``'s ``position_wording``): the judge's."""
     spec: TinySpec = field(default_factory=lambda: TinySpec(
         vocab_size=800, hidden_size=128, intermediate_size=256, num_layers=4, num_heads=4, num_kv_heads=2,
         vision_depth=2, vision_width=128, vision_heads=4, min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16,
@@ -109,7 +111,8 @@ def build_policy(out: Path, recipe: PolicyRecipe = PolicyRecipe(), *, progress: 
 
     start = time.perf_counter()
     work = out / "build"
-    pairs = read_preferences(write_dataset(work / "train", recipe.pairs, seed=recipe.seed)).pairs
+    pairs = read_preferences(write_dataset(work / "train", recipe.pairs, seed=recipe.seed,
+                                           position_wording=recipe.position_wording)).pairs
     prompt = PolicyPrompt()
     texts = [f"{prompt.system}\n{p.question}\n{p.response_a}\n{p.response_b}" for p in pairs]
     tokenizer = train_tokenizer(texts + builtin_corpus(1000), recipe.spec.vocab_size, QWEN_SPECIAL_TOKENS)
@@ -153,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"synthetic pairs the policy trains on (default {defaults.pairs})")
     parser.add_argument("--policy-only", action="store_true",
                         help="build the policy into OUT/policy and stop (e.g. for the DPO demonstration)")
+    parser.add_argument("--position-wording", choices=("auto",) + POSITION_WORDINGS, default="auto",
+                        help="how the policy's training pairs and the items name cells; auto (default): the wording "
+                             "the judge (and an existing OUT/policy) was built with, from its build report")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     from critic.core import Judge
@@ -164,24 +170,33 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     policy_dir = args.out / "policy"
-    if not (policy_dir / "config.json").is_file():
+    judge_dir = args.judge
+    if judge_dir is None and any(needs_judge(make_strategy(name)) for name in args.strategies) \
+            and not args.policy_only:
+        try:
+            judge_dir = demo_judge_dir()
+        except (FileNotFoundError, ValueError) as exc:  # no --judge and no shipped demo judge
+            parser.error(str(exc))
+    built = [policy_dir] if (policy_dir / "config.json").is_file() else []
+    try:
+        wording = resolve_wording(args.position_wording, *built, *([judge_dir] if judge_dir else []))
+    except ValueError as exc:
+        parser.error(str(exc))
+    if not built:
         _log("building the weak policy")
         recipe = QUICK_POLICY if args.quick else PolicyRecipe(
             pairs=args.policy_pairs, steps=args.policy_steps, vision_steps=args.policy_vision_steps)
-        build_policy(policy_dir, recipe, progress=not args.no_progress)
+        build_policy(policy_dir, replace(recipe, position_wording=wording), progress=not args.no_progress)
     if args.policy_only:
         return 0
     n_items = 8 if args.quick else args.items
     # Generate more rows than needed: hallucination rows are dropped.
-    rows = read_preferences(write_dataset(args.out / "items", n_items * 2, seed=ITEMS_SEED)).pairs
+    rows = read_preferences(write_dataset(args.out / "items", n_items * 2, seed=ITEMS_SEED,
+                                          position_wording=wording)).pairs
     items = labelled_items(rows)[:n_items]
     write_items(items, args.out / "items.jsonl")
     judge = None
     if any(needs_judge(make_strategy(name)) for name in args.strategies):
-        try:
-            judge_dir = args.judge or demo_judge_dir()
-        except (FileNotFoundError, ValueError) as exc:  # no --judge and no shipped demo judge
-            parser.error(str(exc))
         judge = Judge.from_pretrained(str(judge_dir), backend=args.backend)
     policy = load_policy(args.policy_backend, str(policy_dir))
     _log(f"sampling {max(args.n)} candidates for {len(items)} items ({args.policy_backend})")

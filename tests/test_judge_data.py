@@ -397,6 +397,18 @@ def test_filter_command_end_to_end_on_a_tiny_model(tiny_qwen2_vl_dir: Path, tmp_
 
 
 # ------------------------------------------------------------------------------------------------ demonstrations
+def test_the_demonstrations_refuse_a_judge_and_policy_built_on_different_position_wordings(tmp_path: Path) -> None:
+    from training import judge_data_demo
+
+    judge, policy = tmp_path / "judge", tmp_path / "policy"
+    for folder, name, wording in ((judge, "demo_report.json", "ordinal"), (policy, "policy_report.json", "numbers")):
+        folder.mkdir()
+        (folder / name).write_text(json.dumps({"recipe": {"position_wording": wording}}))
+    with pytest.raises(SystemExit):
+        judge_data_demo.main(["dpo", "--judge", str(judge), "--policy", str(policy), "--out", str(tmp_path / "d")])
+    assert not (tmp_path / "d" / "data").exists()
+
+
 def test_demonstration_commands_write_their_reports_and_figures(tiny_qwen2_vl_dir: Path, tmp_path: Path) -> None:
     from training import judge_data_demo
 

@@ -52,8 +52,18 @@ def test_quick_demo_runs_end_to_end(tmp_path: Path, tiny_qwen2_vl_dir: Path, cap
 def test_policy_only_builds_the_policy_the_flags_describe_and_stops(tmp_path: Path) -> None:
     out = tmp_path / "strong"
     assert main(["--out", str(out), "--policy-only", "--policy-steps", "3", "--policy-vision-steps", "2",
-                 "--policy-pairs", "40", "--no-progress"]) == 0
+                 "--policy-pairs", "40", "--position-wording", "ordinal", "--no-progress"]) == 0
     report = json.loads((out / "policy" / "policy_report.json").read_text())
     assert report["steps"] == 3 and report["recipe"]["vision_steps"] == 2 and report["recipe"]["pairs"] == 40
+    assert report["recipe"]["position_wording"] == "ordinal"
+    rows = [json.loads(line) for line in (out / "policy" / "build" / "train" / "pairs.jsonl").open()]
+    assert any(r["category"] == "position" and " row, column " in r["response_a"] for r in rows)
     assert (out / "policy" / "config.json").is_file()
     assert not (out / "curve.json").exists() and not (out / "items.jsonl").exists()
+    # A judge built on the other wording: "auto" refuses the mix before anything is sampled.
+    judge = tmp_path / "judge"
+    judge.mkdir()
+    (judge / "demo_report.json").write_text(json.dumps({"recipe": {"position_wording": "numbers"}}))
+    with pytest.raises(SystemExit):
+        main(["--out", str(out), "--judge", str(judge), "--no-progress"])
+    assert not (out / "items.jsonl").exists()

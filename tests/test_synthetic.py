@@ -443,6 +443,25 @@ def test_ordinal_wording_changes_only_how_position_claims_name_the_cell() -> Non
         generate_pairs(4, 0, grid=11, position_wording="ordinal")
 
 
+def test_a_models_position_wording_comes_from_its_build_report(tmp_path: Path) -> None:
+    from training.synthetic import recorded_wording, resolve_wording
+
+    judge, policy, plain = tmp_path / "judge", tmp_path / "policy", tmp_path / "plain"
+    for folder in (judge, policy, plain):
+        folder.mkdir()
+    (judge / "demo_report.json").write_text(json.dumps({"recipe": {"position_wording": "ordinal"}}))
+    (policy / "policy_report.json").write_text(json.dumps({"recipe": {"steps": 3}}))  # from before the option
+    assert recorded_wording(judge) == "ordinal" and recorded_wording(policy) == "numbers"
+    assert recorded_wording(plain) == "numbers" and recorded_wording("org/hub-model") == "numbers"
+    assert resolve_wording("auto", judge) == "ordinal" and resolve_wording("auto") == "numbers"
+    assert resolve_wording("auto", policy, plain) == "numbers"
+    assert resolve_wording("numbers", judge, policy) == "numbers"  # named on purpose: no check
+    with pytest.raises(ValueError, match="different position wordings"):
+        resolve_wording("auto", judge, policy)
+    with pytest.raises(ValueError, match="position wording must be one of"):
+        resolve_wording("letters", judge)
+
+
 @pytest.mark.parametrize("style", ["compare", "restate"])
 def test_off_question_pairs_replace_only_the_wrong_existence_response_with_another_object(style: str) -> None:
     plain = generate_pairs(300, 5, noise=0.2, critique_style=style)

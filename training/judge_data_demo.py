@@ -38,7 +38,7 @@ from critic.core import Judge
 from critic.plotting import pyplot
 from critic.preferences import read_preferences
 from training.filter import FilterRow, flag, plot_scores, precision_recall, read_rows, score_rows
-from training.synthetic import write_dataset
+from training.synthetic import POSITION_WORDINGS, resolve_wording, write_dataset
 
 DEMO_SEED = 3
 """Scene-space seed of the demonstrations' data: the demo judge trains on 0, holds out 1; the scaling demo uses 2."""
@@ -140,9 +140,9 @@ def _plot_egt(result: dict[str, Any], path: Path) -> bool:
 
 
 def filter_demo(judge: Judge, out: Path, *, n: int = 300, corrupt: float = 0.3, seed: int = DEMO_SEED,
-                progress: bool = True) -> dict[str, Any]:
+                position_wording: str = "numbers", progress: bool = True) -> dict[str, Any]:
     """Write answers (a known share corrupted), filter them with the judge, report precision and recall."""
-    pairs = read_preferences(write_dataset(out / "data", n, seed=seed)).pairs
+    pairs = read_preferences(write_dataset(out / "data", n, seed=seed, position_wording=position_wording)).pairs
     rng = random.Random(seed)
     corrupted = set(rng.sample(range(len(pairs)), round(corrupt * len(pairs))))
     rows_path = out / "answers.jsonl"
@@ -159,7 +159,8 @@ def filter_demo(judge: Judge, out: Path, *, n: int = 300, corrupt: float = 0.3, 
     report = flag(rows, threshold=threshold)
     truth = [bool(r.row.get("corrupted")) for r in rows]
     result = {"rows": len(rows), "corrupted": sum(truth), "threshold": threshold,
-              **precision_recall(rows, truth), "per_category": _per_category(rows, truth),
+              "position_wording": position_wording, **precision_recall(rows, truth),
+              "per_category": _per_category(rows, truth),
               "errors": report.errors}
     plot_scores(rows, out / "filter_scores.png", report, truth)
     (out / "filter_report.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -175,15 +176,17 @@ def _per_category(rows: list[FilterRow], truth: list[bool]) -> dict[str, dict[st
 
 
 def dpo_demo(judge: Judge, policy_dir: str, out: Path, *, n: int = 100, n_candidates: int = 8, rounds: int = 3,
-             seed: int = DEMO_SEED, policy_backend: str = "vllm", progress: bool = True) -> dict[str, Any]:
+             seed: int = DEMO_SEED, policy_backend: str = "vllm", position_wording: str = "numbers",
+             progress: bool = True) -> dict[str, Any]:
     """Build DPO pairs for labelled held-out questions and measure how often chosen is right and rejected wrong."""
     from scaling.curve import reference_checker
     from scaling.demo import labelled_items
     from scaling.policy import PolicySampling, load_policy
     from training.dpo_pairs import DRSConfig, build_pairs, dpo_row, select_pair
 
-    pairs = read_preferences(write_dataset(out / "data", n, seed=seed, families="colour,count,shape,position,existence"
-                                           )).pairs
+    pairs = read_preferences(write_dataset(out / "data", n, seed=seed,
+                                           families="colour,count,shape,position,existence",
+                                           position_wording=position_wording)).pairs
     items = labelled_items(pairs)
     policy = load_policy(policy_backend, policy_dir)
     _log(f"sampling {n_candidates} candidates for {len(items)} questions")
@@ -226,7 +229,8 @@ def dpo_demo(judge: Judge, policy_dir: str, out: Path, *, n: int = 100, n_candid
     sweep = [{"min_chosen_score": gate, **quality(kept_rows(
         [select_pair(i.id, r, s, min_chosen_score=gate) for i, r, s in zip(items, ranking, scoring)]))}
         for gate in gates]
-    result = {"prompts": len(items), "min_chosen_score": midpoint, **quality(rows["chosen_at_least_midpoint"]),
+    result = {"prompts": len(items), "position_wording": position_wording, "min_chosen_score": midpoint,
+              **quality(rows["chosen_at_least_midpoint"]),
               "no_threshold": quality(rows["no_threshold"]), "sweep": sweep,
               "prompts_with_a_right_candidate": sum(any(r) for r in right) / max(len(items), 1),
               "candidates_right": sum(map(sum, right)) / max(sum(len(r) for r in right), 1)}
@@ -291,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     filt.add_argument("--out", required=True)
     filt.add_argument("--n", type=int, default=300, help="answers")
     filt.add_argument("--corrupt", type=float, default=0.3, help="share of wrong answers")
+    filt.add_argument("--position-wording", choices=("auto",) + POSITION_WORDINGS, default="auto",
+                      help="how the answers name cells; auto (default): the judge's, from its build report")
     filt.add_argument("--no-progress", action="store_true")
     dpo = sub.add_parser("dpo", help="judge-built DPO pairs and their correctness")
     dpo.add_argument("--judge", required=True)
@@ -300,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     dpo.add_argument("--n", type=int, default=100, help="questions")
     dpo.add_argument("--n-candidates", type=int, default=8)
     dpo.add_argument("--rounds", type=int, default=3)
+    dpo.add_argument("--position-wording", choices=("auto",) + POSITION_WORDINGS, default="auto",
+                     help="how the questions name cells; auto (default): the judge's and the policy's, from their "
+                          "build reports (an error when they differ)")
     dpo.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -317,12 +326,19 @@ def main(argv: list[str] | None = None) -> int:
                                   recipe="quick" if args.quick else args.recipe,
                                   score_limit=args.score_limit, progress=not args.no_progress), indent=2))
         return 0
+    try:
+        wording = resolve_wording(args.position_wording, args.judge,
+                                  *([args.policy] if args.command == "dpo" else []))
+    except ValueError as exc:
+        build_parser().error(str(exc))
     judge = Judge.from_pretrained(args.judge, batch_size=32)
     if args.command == "filter":
-        result = filter_demo(judge, out, n=args.n, corrupt=args.corrupt, progress=not args.no_progress)
+        result = filter_demo(judge, out, n=args.n, corrupt=args.corrupt, position_wording=wording,
+                             progress=not args.no_progress)
     else:
         result = dpo_demo(judge, args.policy, out, n=args.n, n_candidates=args.n_candidates, rounds=args.rounds,
-                          policy_backend=args.policy_backend, progress=not args.no_progress)
+                          policy_backend=args.policy_backend, position_wording=wording,
+                          progress=not args.no_progress)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -66,8 +66,8 @@ from training.synthetic_scenes import COLOURS, SHAPES, Scene, SceneSpace, descri
 
 __all__ = ["FAMILIES", "LISTING_FAMILIES", "LOOKUP_FAMILIES", "OFF_QUESTION_FAMILIES", "ORDINALS", "POSITION_WORDINGS",
            "RIGHT_SCORE", "WRONG_SCORE", "check_listing", "check_lookup", "check_off_question_families",
-           "check_wording", "describe_scene", "draw_scene", "generate_pairs", "main", "scene_questions", "where",
-           "write_dataset"]
+           "check_wording", "describe_scene", "draw_scene", "generate_pairs", "main", "recorded_wording",
+           "resolve_wording", "scene_questions", "where", "write_dataset"]
 
 RIGHT_SCORE = 10
 WRONG_SCORE = 1
@@ -379,6 +379,36 @@ def write_dataset(out_dir: str | Path, n: int, seed: int, noise: float = 0.0,
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
+
+
+BUILD_REPORTS = ("demo_report.json", "policy_report.json")
+"""The build reports whose ``recipe`` records a model's ``position_wording``: a demo judge's and a scaling-demo
+policy's."""
+
+
+def recorded_wording(model: str | Path) -> str:
+    """The position wording a model was trained on, from its folder's build report (:data:`BUILD_REPORTS`);
+    "numbers" for any other model (a Hub id, a folder without a report, a report from before the option), since
+    that is the task's default."""
+    for name in BUILD_REPORTS:
+        path = Path(model) / name
+        if path.is_file():
+            recipe = json.loads(path.read_text(encoding="utf-8")).get("recipe", {})
+            return check_wording(recipe.get("position_wording", "numbers"), 4)
+    return "numbers"
+
+
+def resolve_wording(requested: str, *models: str | Path) -> str:
+    """``requested`` (:data:`POSITION_WORDINGS`), or for "auto" the wording ``models`` were trained on. Raises
+    ``ValueError`` for "auto" when they disagree (a judge built on "the second row" and a policy that answers "row
+    2" make a task neither was built for; name the wording to measure that on purpose)."""
+    if requested != "auto":
+        return check_wording(requested, 4)
+    recorded = {str(m): recorded_wording(m) for m in models}
+    if len(set(recorded.values())) > 1:
+        raise ValueError(f"the models were trained on different position wordings {recorded}; pass "
+                         f"--position-wording to choose one")
+    return next(iter(recorded.values()), "numbers")
 
 
 def build_parser() -> argparse.ArgumentParser:
