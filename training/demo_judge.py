@@ -60,6 +60,7 @@ from training.synthetic import (
     check_lookup,
     check_off_question_families,
     check_wording,
+    resolve_wording,
     write_dataset,
 )
 from training.synthetic_questions import ORDINALS, POSITION_WORDINGS
@@ -541,13 +542,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init", default=None,
                         help="resume: a judge folder that stands for the stages before --start-stage")
     parser.add_argument("--start-stage", type=int, default=0, help="resume: the first stage to run (needs --init)")
-    parser.add_argument("--position-wording", choices=POSITION_WORDINGS, default="numbers",
+    parser.add_argument("--position-wording", choices=("auto",) + POSITION_WORDINGS, default="auto",
                         help="how position claims name a cell: numbers (\"row 2, column 3\", the shipped judge's) or "
                              "ordinal (\"the second row, column 3\", with the vision tower's row and column heads "
-                             "aligned to those words)")
+                             "aligned to those words); auto (default): the --init judge's, else numbers")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    recipe = with_position_wording(QUICK if args.quick else DemoRecipe(), args.position_wording)
+    try:
+        wording = resolve_wording(args.position_wording, *([args.init] if args.init else []))
+    except ValueError as exc:
+        parser.error(str(exc))
+    recipe = with_position_wording(QUICK if args.quick else DemoRecipe(), wording)
     if args.steps is not None:
         recipe = replace(recipe, stages=recipe.stages[:-1] + (replace(recipe.stages[-1], steps=args.steps),))
     try:
