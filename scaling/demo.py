@@ -170,9 +170,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     policy_dir = args.out / "policy"
+    wants_judge = any(needs_judge(make_strategy(name)) for name in args.strategies)
     judge_dir = args.judge
-    if judge_dir is None and any(needs_judge(make_strategy(name)) for name in args.strategies) \
-            and not args.policy_only:
+    if judge_dir is None and wants_judge and not args.policy_only:
         try:
             judge_dir = demo_judge_dir()
         except (FileNotFoundError, ValueError) as exc:  # no --judge and no shipped demo judge
@@ -195,9 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                                           position_wording=wording)).pairs
     items = labelled_items(rows)[:n_items]
     write_items(items, args.out / "items.jsonl")
-    judge = None
-    if any(needs_judge(make_strategy(name)) for name in args.strategies):
-        judge = Judge.from_pretrained(str(judge_dir), backend=args.backend)
+    judge = Judge.from_pretrained(str(judge_dir), backend=args.backend) if wants_judge else None
     policy = load_policy(args.policy_backend, str(policy_dir))
     _log(f"sampling {max(args.n)} candidates for {len(items)} items ({args.policy_backend})")
     candidates = policy.sample(items, max(args.n), PolicySampling(temperature=1.0, seed=args.seed, max_new_tokens=24))
