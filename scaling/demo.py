@@ -9,7 +9,8 @@ Steps (each logs on stderr):
 
 1. a deliberately weak policy: a small Qwen2-VL from :mod:`critic.tiny`, its vision tower pre-trained briefly on
    per-cell labels (:mod:`training.vision_pretrain`), then SFT (:mod:`training.sft`) on the synthetic task's
-   preferred answers ("It is a cross.") for a few hundred steps, so that its answers are right only part of the time;
+   preferred answers ("It is a cross.") for a few hundred steps, so that its answers are right only part of the time
+   (``--policy-vision aligned`` and more steps give one that answers well, for the DPO demonstration);
 2. labelled items (question, scene, reference answer) from a scene-space seed that neither the policy nor the demo
    judge trained or was evaluated on; the hallucination family is left out (its question, "Name one object", has
    many right answers and the reference names one);
@@ -45,9 +46,12 @@ ITEMS_SEED = 2
 """Scene-space seed of the labelled items: the demo judge trains on seed 0 and is evaluated on seed 1."""
 
 
+POLICY_VISION = ("plain", "aligned")
+
+
 @dataclass(frozen=True)
 class PolicyRecipe:
-    """Everything that decides the weak policy."""
+    """Everything that decides the policy (the defaults: the scaling demo's weak one)."""
 
     pairs: int = 6000
     steps: int = 300
@@ -57,10 +61,20 @@ class PolicyRecipe:
     seed: int = 0
     position_wording: str = "numbers"
     """How its training pairs name cells (``training.synthetic``'s ``position_wording``): the judge's."""
+    vision: str = "plain"
+    """How the tower is pre-trained: "plain" (linear per-cell heads: a weak reader, the scaling demo's point) or
+    "aligned" (as the demo judge's: colour and shape heads aligned to their words, combination and cell codes), for a
+    policy that answers well, as a real one would in a DPO pipeline."""
+    vision_learning_rate: float | None = None
+    """The tower's learning rate during SFT (None: ``learning_rate``; the demo judge uses 5e-4)."""
     spec: TinySpec = field(default_factory=lambda: TinySpec(
         vocab_size=800, hidden_size=128, intermediate_size=256, num_layers=4, num_heads=4, num_kv_heads=2,
         vision_depth=2, vision_width=128, vision_heads=4, min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16,
         max_position_embeddings=1024))
+
+    def __post_init__(self) -> None:
+        if self.vision not in POLICY_VISION:
+            raise ValueError(f"vision must be one of {POLICY_VISION}, got {self.vision!r}")
 
 
 QUICK_POLICY = PolicyRecipe(pairs=64, steps=10, vision_steps=5, batch_size=8)
@@ -119,9 +133,12 @@ def build_policy(out: Path, recipe: PolicyRecipe = PolicyRecipe(), *, progress: 
     init = build_tiny_model(work / "init", "qwen2_vl", seed=recipe.seed, spec=recipe.spec, tokenizer=tokenizer)
     processor = AutoProcessor.from_pretrained(init)
     model = AutoModelForImageTextToText.from_pretrained(init)
-    vision = pretrain_vision(model, processor, VisionPretrainConfig(steps=recipe.vision_steps, eval_every=50,
-                                                                    heldout_scenes=64), progress=progress)
+    aligned = recipe.vision == "aligned"
+    vision = pretrain_vision(model, processor, VisionPretrainConfig(
+        steps=recipe.vision_steps, eval_every=50, heldout_scenes=64, align_to_words=aligned, combo_codes=aligned,
+        cell_codes=aligned), progress=progress)
     config = SFTConfig(max_steps=recipe.steps, learning_rate=recipe.learning_rate,
+                       vision_learning_rate=recipe.vision_learning_rate,
                        per_device_train_batch_size=recipe.batch_size, seed=recipe.seed,
                        max_length=recipe.spec.max_position_embeddings, logging_steps=25)
     result = train_sft(model, processor, policy_examples(pairs, prompt), config, work / "trainer", progress=progress)
@@ -154,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"the policy's vision pre-training steps (default {defaults.vision_steps})")
     parser.add_argument("--policy-pairs", type=int, default=defaults.pairs,
                         help=f"synthetic pairs the policy trains on (default {defaults.pairs})")
+    parser.add_argument("--policy-vision", choices=POLICY_VISION, default=defaults.vision,
+                        help="the policy tower's pre-training: plain (default, a weak reader) or aligned (the demo "
+                             "judge's: word-aligned heads, combination and cell codes)")
+    parser.add_argument("--policy-vision-lr", type=float, default=defaults.vision_learning_rate,
+                        help="the tower's learning rate during the policy's SFT (default: the SFT rate)")
     parser.add_argument("--policy-only", action="store_true",
                         help="build the policy into OUT/policy and stop (e.g. for the DPO demonstration)")
     parser.add_argument("--position-wording", choices=("auto",) + POSITION_WORDINGS, default="auto",
@@ -185,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     if not built:
         _log("building the weak policy")
         recipe = QUICK_POLICY if args.quick else PolicyRecipe(
-            pairs=args.policy_pairs, steps=args.policy_steps, vision_steps=args.policy_vision_steps)
+            pairs=args.policy_pairs, steps=args.policy_steps, vision_steps=args.policy_vision_steps,
+            vision=args.policy_vision, vision_learning_rate=args.policy_vision_lr)
         build_policy(policy_dir, replace(recipe, position_wording=wording), progress=not args.no_progress)
     if args.policy_only:
         return 0

@@ -52,8 +52,12 @@ def test_quick_demo_runs_end_to_end(tmp_path: Path, tiny_qwen2_vl_dir: Path, cap
 def test_policy_only_builds_the_policy_the_flags_describe_and_stops(tmp_path: Path) -> None:
     out = tmp_path / "strong"
     assert main(["--out", str(out), "--policy-only", "--policy-steps", "3", "--policy-vision-steps", "2",
-                 "--policy-pairs", "40", "--position-wording", "ordinal", "--no-progress"]) == 0
+                 "--policy-pairs", "40", "--position-wording", "ordinal", "--policy-vision", "aligned",
+                 "--policy-vision-lr", "1e-4", "--no-progress"]) == 0
     report = json.loads((out / "policy" / "policy_report.json").read_text())
+    # The judge's tower pre-training: word-aligned heads and the combination and cell codes.
+    assert report["recipe"]["vision"] == "aligned" and report["recipe"]["vision_learning_rate"] == 1e-4
+    assert {"combo", "cell"} <= set(report["vision_curve"][-1])
     assert report["steps"] == 3 and report["recipe"]["vision_steps"] == 2 and report["recipe"]["pairs"] == 40
     assert report["recipe"]["position_wording"] == "ordinal"
     rows = [json.loads(line) for line in (out / "policy" / "build" / "train" / "pairs.jsonl").open()]
