@@ -24,6 +24,7 @@ from training.dpo_pairs import DRSConfig, build_pairs, drs_beta, select_pair, we
 from training.entropy import (
     CurriculumSampler,
     SampleEntropy,
+    auc,
     curate,
     curriculum_order,
     example_difficulty,
@@ -58,6 +59,16 @@ def test_token_entropies_average_only_the_labelled_positions() -> None:
     values = token_entropies(logits, labels)
     assert values[0].item() == pytest.approx(math.log(vocab) / 2)  # mean of (ln 8, 0)
     assert math.isnan(values[1].item())
+    peaks = token_entropies(logits, labels, "max")
+    assert peaks[0].item() == pytest.approx(math.log(vocab))  # max of (ln 8, 0); unlabelled positions ignored
+    assert math.isnan(peaks[1].item())
+    # The peak ignores unlabelled positions even when they are the most uncertain.
+    sharp = torch.full((1, 4, vocab), 0.0)
+    sharp[0, :, 0] = 100.0  # every position one-hot ...
+    sharp[0, 1] = 0.0  # ... but position 1, uniform, which predicts the unlabelled token 2
+    assert token_entropies(sharp, torch.tensor([[-100, 5, -100, -100]]), "max")[0].item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError):
+        token_entropies(logits, labels, "sum")
 
 
 def test_spearman_against_hand_computed_values() -> None:
@@ -66,6 +77,17 @@ def test_spearman_against_hand_computed_values() -> None:
     # ranks x = (1, 2, 3), y = (1.5, 1.5, 3): pearson = 0.866025 (sqrt(3)/2)
     assert spearman([1, 2, 3], [0, 0, 1]) == pytest.approx(math.sqrt(3) / 2)
     assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_auc_against_hand_computed_values() -> None:
+    assert auc([0.1, 0.2, 0.8, 0.9], [False, False, True, True]) == 1.0
+    assert auc([0.9, 0.8, 0.2, 0.1], [False, False, True, True]) == 0.0
+    # flagged 0.5 and 0.9 against unflagged 0.1 and 0.5: pairs (0.5>0.1) 1, (0.5=0.5) 1/2, (0.9>0.1) 1,
+    # (0.9>0.5) 1 -> 3.5 / 4
+    assert auc([0.1, 0.5, 0.5, 0.9], [False, False, True, True]) == pytest.approx(0.875)
+    assert math.isnan(auc([0.1, 0.2], [True, True]))
+    with pytest.raises(ValueError):
+        auc([0.1], [True, False])
 
 
 def scores(values: list[float | None]) -> list[SampleEntropy]:
@@ -168,6 +190,7 @@ def test_score_entropy_on_a_tiny_model_gives_token_entropies_within_bounds(tiny_
     for row in rows:
         assert row.error is None, row.error
         assert 0.0 < row.token_entropy <= math.log(vocab) + 1e-4
+        assert row.token_entropy <= row.peak_entropy <= math.log(vocab) + 1e-4
         assert 0.0 <= row.label_entropy <= math.log(3) + 1e-9
 
 
@@ -436,11 +459,22 @@ def test_demonstration_commands_write_their_reports_and_figures(tiny_qwen2_vl_di
 def test_egt_demonstration_quick_runs_noisy_curated_and_clean_judges(tmp_path: Path) -> None:
     from training import judge_data_demo
 
-    assert judge_data_demo.main(["egt", "--out", str(tmp_path), "--quick", "--noise", "0.4", "--drop", "0.25",
-                                 "--no-progress"]) == 0
+    args = ["egt", "--out", str(tmp_path), "--quick", "--noise", "0.4", "--drop", "0.25", "--critique-pairs", "40",
+            "--no-progress"]
+    assert judge_data_demo.main(args) == 0
     report = json.loads((tmp_path / "egt_report.json").read_text())
+    # --critique-pairs sets the critique stages' pair count only (the answer-only stage 0 keeps the recipe's 64).
+    assert len(read_preferences(tmp_path / "a_noisy" / "build" / "stage1" / "pairs.jsonl").pairs) == 40
+    assert len(read_preferences(tmp_path / "a_noisy" / "build" / "stage0" / "pairs.jsonl").pairs) == 64
+    assert report["critique_pairs"] == 40 and (tmp_path / "entropy.jsonl").is_file()
+    # Run again: the three finished builds and the entropies are reused, and the report is the same.
+    weights = {k: (tmp_path / k / "model.safetensors").stat().st_mtime_ns for k in ("a_noisy", "b_egt", "c_clean")}
+    assert judge_data_demo.main(args) == 0
+    assert {k: (tmp_path / k / "model.safetensors").stat().st_mtime_ns for k in weights} == weights
+    assert json.loads((tmp_path / "egt_report.json").read_text()) == report
     assert set(report["accuracy"]) == {"a_noisy", "b_egt", "c_clean"} and (tmp_path / "egt.png").exists()
-    assert report["scored_pairs"] > 0 and set(report["spearman_entropy_vs_flipped"]) == {"token", "label"}
+    assert report["scored_pairs"] > 0 and set(report["spearman_entropy_vs_flipped"]) == {"token", "label", "peak"}
+    assert set(report["auc_entropy_vs_flipped"]) == {"token", "label", "peak"}
     noisy = read_preferences(tmp_path / "a_noisy" / "build" / "stage1" / "pairs.jsonl").pairs
     assert 0 < sum(p.meta["noisy"] for p in noisy) < len(noisy)  # the critique stage's labels were flipped
     clean = read_preferences(tmp_path / "c_clean" / "build" / "stage1" / "pairs.jsonl").pairs

@@ -9,6 +9,9 @@ judge (any judge folder or Hub id):
   its constraint; the generated text is then scored teacher-forced, so the entropy is that of the model's
   unconstrained next-token distribution at every generated position. Averaged over both response orders.
 * ``label``: the entropy of the verdict distribution (``A``/``B``/``tie`` probabilities, averaged over both orders).
+* ``peak``: the largest per-token entropy of the same critique and verdict (averaged over both orders). Most of a
+  critique's tokens are fixed by its template once its fact is written, so the mean dilutes the one or two
+  positions where the judge hesitates between facts; the peak is that hesitation itself.
 
     python -m training.entropy score --judge DIR --data pairs.jsonl --output entropy.jsonl
     python -m training.entropy curate --data pairs.jsonl --scores entropy.jsonl --drop 0.3 --output kept.jsonl
@@ -38,8 +41,8 @@ from critic.core import Judge
 from critic.preferences import PreferencePair, read_preferences
 from critic.prompting import prepare
 
-EntropyKind = Literal["token", "label"]
-ENTROPY_KINDS: tuple[str, ...] = ("token", "label")
+EntropyKind = Literal["token", "label", "peak"]
+ENTROPY_KINDS: tuple[str, ...] = ("token", "label", "peak")
 
 
 # ------------------------------------------------------------------------------------------------------- entropies
@@ -51,17 +54,23 @@ def label_entropy(probabilities: Mapping[str, float]) -> float:
     return -sum(p / total * math.log(p / total) for p in probabilities.values() if p > 0)
 
 
-def token_entropies(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token entropy (nats) over each row's labelled positions.
+def token_entropies(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Next-token entropy (nats) over each row's labelled positions: their ``mean`` or their ``max``.
 
     ``logits`` is [batch, length, vocab] and ``labels`` [batch, length] with -100 where not scored (prompt,
     padding); position t's distribution predicts token t+1, as in the training loss. Rows with no labelled
     position get NaN."""
+    if reduction not in ("mean", "max"):
+        raise ValueError(f"reduction must be 'mean' or 'max', got {reduction!r}")
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # [batch, length-1, vocab]
     entropy = -(logp.exp() * logp).sum(-1)  # [batch, length-1]
-    mask = (labels[:, 1:] != -100).float()
+    mask = labels[:, 1:] != -100
     counts = mask.sum(-1)
-    return torch.where(counts > 0, (entropy * mask).sum(-1) / counts.clamp(min=1), torch.full_like(counts, math.nan))
+    if reduction == "mean":
+        value = (entropy * mask).sum(-1) / counts.clamp(min=1)
+    else:  # entropies are >= 0, so masked positions at -1 never win
+        value = entropy.masked_fill(~mask, -1.0).max(-1).values
+    return torch.where(counts > 0, value, torch.full_like(value, math.nan))
 
 
 @dataclass
@@ -79,12 +88,16 @@ class SampleEntropy:
     """Mean per-token entropy of the generated critique and verdict, both orders averaged (nats)."""
     label_entropy: float | None = None
     """Entropy of the verdict probabilities (nats)."""
+    peak_entropy: float | None = None
+    """Largest per-token entropy of the generated critique and verdict, both orders averaged (nats)."""
     category: str | None = None
     error: str | None = None
     """Why the pair has no entropies."""
 
     def value(self, by: EntropyKind) -> float | None:
-        return self.token_entropy if by == "token" else self.label_entropy
+        if by not in ENTROPY_KINDS:
+            raise ValueError(f"entropy kind must be one of {', '.join(ENTROPY_KINDS)}, got {by!r}")
+        return getattr(self, f"{by}_entropy")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,7 +158,7 @@ def _add_token_entropies(judge: Judge, spec: Any, rows: list[tuple[SampleEntropy
         for prompt, judgment in zip(prompts, result.judgments):
             examples.append(SFTExample(f"{row.id}/{judgment.order}", prompt, judgment.text, "pairwise", judgment.label))
             owners.append(k)
-    values: dict[int, list[float]] = {}
+    values: dict[int, list[tuple[float, float]]] = {}
     model = engine.model  # type: ignore[attr-defined]
     batch_size = getattr(engine, "batch_size", 8)
     for start in range(0, len(examples), batch_size):
@@ -153,11 +166,13 @@ def _add_token_entropies(judge: Judge, spec: Any, rows: list[tuple[SampleEntropy
         labels = batch.pop("labels")
         batch = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()}
         with torch.inference_mode():
-            logits = model(**batch).logits
-        for owner, value in zip(owners[start: start + batch_size], token_entropies(logits.cpu(), labels).tolist()):
-            values.setdefault(owner, []).append(value)
+            logits = model(**batch).logits.cpu()
+        means, peaks = token_entropies(logits, labels).tolist(), token_entropies(logits, labels, "max").tolist()
+        for owner, mean, peak in zip(owners[start: start + batch_size], means, peaks):
+            values.setdefault(owner, []).append((mean, peak))
     for k, found in values.items():
-        rows[k][0].token_entropy = sum(found) / len(found)
+        rows[k][0].token_entropy = sum(mean for mean, _ in found) / len(found)
+        rows[k][0].peak_entropy = sum(peak for _, peak in found) / len(found)
 
 
 # ------------------------------------------------------------------------------------------------ rank statistics
@@ -185,6 +200,20 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
     vx, vy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
     return cov / math.sqrt(vx * vy) if vx > 0 and vy > 0 else math.nan
+
+
+def auc(values: Sequence[float], flags: Sequence[bool]) -> float:
+    """Area under the ROC curve of ``values`` as a score for ``flags`` (Mann-Whitney U over tie-averaged ranks):
+    the chance that a flagged item scores above an unflagged one, ties counting half. NaN without both kinds."""
+    if len(values) != len(flags):
+        raise ValueError("auc needs one flag per value")
+    ranks = _ranks(values)
+    positives = sum(bool(f) for f in flags)
+    negatives = len(flags) - positives
+    if not positives or not negatives:
+        return math.nan
+    rank_sum = sum(r for r, f in zip(ranks, flags) if f)
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
 # -------------------------------------------------------------------------------------------- curation, curriculum

@@ -37,6 +37,7 @@ from typing import Any
 from critic.core import Judge
 from critic.plotting import pyplot
 from critic.preferences import read_preferences
+from training.entropy import ENTROPY_KINDS
 from training.filter import FilterRow, flag, plot_scores, precision_recall, read_rows, score_rows
 from training.synthetic import POSITION_WORDINGS, resolve_wording, write_dataset
 
@@ -52,46 +53,70 @@ EGT_RECIPES = ("full", "small", "quick")
 
 
 def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "token", recipe: str = "full",
-             score_limit: int | None = None, progress: bool = True) -> dict[str, Any]:
+             score_limit: int | None = None, critique_pairs: int | None = None,
+             progress: bool = True) -> dict[str, Any]:
     """Noisy SFT, warm-up entropies, curated + curriculum SFT and clean SFT, on one recipe and budget.
 
     ``recipe``: ``full`` (the shipped judge's, hours), ``small`` (:data:`training.demo_judge.SMALL`, single-object
-    colour and shape scenes, about an hour for all three judges) or ``quick`` (plumbing)."""
+    colour and shape scenes, about an hour for all three judges) or ``quick`` (plumbing). ``critique_pairs`` sets
+    how many pairs each critique stage draws (steps unchanged, so fewer pairs are seen more often: the regime where
+    a judge fits its labels, flipped ones included). Resumable: a judge folder whose report has the same recipe
+    (and, for (b), the same kept pairs) and the warm-up judge's ``entropy.jsonl`` are reused."""
     from dataclasses import replace
 
-    from training.demo_judge import QUICK, SMALL, DemoRecipe, build_demo_judge, focus_families
-    from training.entropy import curate, score_entropy, spearman
+    from training.demo_judge import QUICK, SMALL, DemoRecipe, focus_families
+    from training.entropy import auc, curate, read_scores, score_entropy, spearman
 
     if recipe not in EGT_RECIPES:
         raise ValueError(f"recipe must be one of {', '.join(EGT_RECIPES)}, got {recipe!r}")
     base = {"full": DemoRecipe(), "small": SMALL, "quick": QUICK}[recipe]
+    if critique_pairs is not None:
+        if critique_pairs < 1:
+            raise ValueError(f"critique_pairs must be >= 1, got {critique_pairs}")
+        base = replace(base, stages=tuple(s if s.describe + s.answer >= 1.0 else replace(s, pairs=critique_pairs)
+                                          for s in base.stages))
     noisy = replace(base, noise=noise)
     _log("(a) noisy SFT; it is also the warm-up judge")
-    report_a = build_demo_judge(out / "a_noisy", noisy, progress=progress)
+    report_a, reused = _build_or_reuse(out / "a_noisy", noisy, progress=progress)
     stage = next(k for k, s in enumerate(noisy.stages) if s.describe + s.answer < 1.0)
     # The pairs the critique stage trained on (a stage may keep some families only).
     stage_pairs = focus_families(read_preferences(out / "a_noisy" / "build" / f"stage{stage}" / "pairs.jsonl").pairs,
                                  noisy.stages[stage], seed=noisy.train_seed + stage)
     pairs = stage_pairs[:score_limit] if score_limit else stage_pairs
-    _log(f"entropies of the warm-up judge on {len(pairs)} noisy training pairs")
-    warmup = Judge.from_pretrained(str(out / "a_noisy"), batch_size=32)
-    scores = score_entropy(warmup, pairs, progress=progress)
+    scores_path = out / "entropy.jsonl"
+    kept_scores = read_scores(scores_path) if reused and scores_path.is_file() else []
+    # Reused only when they are this judge's on these pairs, with every kind (a file from before the peak was
+    # recorded lacks it).
+    if [s.id for s in kept_scores] == [p.id for p in pairs] and \
+            all((s.token_entropy is None) == (s.peak_entropy is None) for s in kept_scores):
+        _log(f"reusing the warm-up judge's entropies in {scores_path}")
+        scores = kept_scores
+    else:
+        _log(f"entropies of the warm-up judge on {len(pairs)} noisy training pairs")
+        warmup = Judge.from_pretrained(str(out / "a_noisy"), batch_size=32)
+        scores = score_entropy(warmup, pairs, progress=progress)
+        scores_path.write_text("".join(json.dumps(s.to_dict()) + "\n" for s in scores), encoding="utf-8")
     flipped = {p.id: bool(p.meta.get("noisy")) for p in pairs}
     scored = [s for s in scores if s.value(by) is not None]  # type: ignore[arg-type]
-    correlation = {kind: spearman([s.value(kind) for s in scored], [float(flipped[s.id]) for s in scored])  # type: ignore[misc]
-                   for kind in ("token", "label")}
+    by_kind = {kind: [s for s in scores if s.value(kind) is not None] for kind in ENTROPY_KINDS}  # type: ignore[arg-type]
+    correlation = {kind: spearman([s.value(kind) for s in rows], [float(flipped[s.id]) for s in rows])  # type: ignore[misc]
+                   for kind, rows in by_kind.items() if len(rows) > 1}
+    areas = {kind: auc([s.value(kind) for s in rows], [flipped[s.id] for s in rows])  # type: ignore[misc]
+             for kind, rows in by_kind.items() if rows}
     curation = curate(scores, by=by, drop=drop)  # type: ignore[arg-type]
     unscored = {p.id for p in stage_pairs[len(pairs):]}  # beyond --score-limit: kept, as curate keeps the unscored
     keep = set(curation.kept) | unscored
     difficulty = {s.id: s.value(by) for s in scored}
     _log("(b) curated + curriculum SFT")
-    report_b = build_demo_judge(out / "b_egt", noisy, keep=keep, difficulty=difficulty, progress=progress)  # type: ignore[arg-type]
+    report_b, _ = _build_or_reuse(out / "b_egt", noisy, keep=keep, difficulty=difficulty, progress=progress)  # type: ignore[arg-type]
     _log("(c) clean SFT")
-    report_c = build_demo_judge(out / "c_clean", base, progress=progress)
+    report_c, _ = _build_or_reuse(out / "c_clean", base, progress=progress)
     dropped_flip = sum(flipped[i] for i in curation.dropped) / max(len(curation.dropped), 1)
     result = {
-        "recipe": recipe, "noise": noise, "drop": drop, "by": by, "scored_pairs": len(scored),
+        "recipe": recipe, "critique_pairs": critique_pairs, "noise": noise, "drop": drop, "by": by,
+        "scored_pairs": len(scored),
         "spearman_entropy_vs_flipped": correlation,
+        "auc_entropy_vs_flipped": areas,
         "flip_rate_dropped": dropped_flip,
         "flip_rate_kept": sum(flipped.get(i, False) for i in curation.kept) / max(len(curation.kept), 1),
         "accuracy": {"a_noisy": report_a["accuracy"], "b_egt": report_b["accuracy"], "c_clean": report_c["accuracy"]},
@@ -99,10 +124,36 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
                            "c_clean": report_c["blind_accuracy"]},
         "gain_b_over_a": report_b["accuracy"] - report_a["accuracy"],
         "binned_flip_rate": _binned([s.value(by) for s in scored], [flipped[s.id] for s in scored]),  # type: ignore[misc]
+        "binned_flip_rate_by_kind": {kind: _binned([s.value(kind) for s in rows], [flipped[s.id] for s in rows])  # type: ignore[misc]
+                                     for kind, rows in by_kind.items()},
     }
     _plot_egt(result, out / "egt.png")
     (out / "egt_report.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
+
+
+def _build_or_reuse(folder: Path, recipe: Any, *, keep: set[str] | None = None,
+                    difficulty: dict[str, float] | None = None, progress: bool = True) -> tuple[dict[str, Any], bool]:
+    """``build_demo_judge`` into ``folder`` unless a finished build of the same recipe and inputs is there (an hours-
+    long demonstration resumes after an interruption). Returns the report and whether it was reused."""
+    import hashlib
+    from dataclasses import asdict
+
+    from training.demo_judge import build_demo_judge
+
+    inputs = json.dumps({"keep": sorted(keep) if keep is not None else None,
+                         "difficulty": sorted(difficulty.items()) if difficulty is not None else None})
+    digest = hashlib.sha256(inputs.encode()).hexdigest()
+    report_path, stamp = folder / "demo_report.json", folder / "egt_inputs.sha256"
+    if report_path.is_file() and stamp.is_file() and stamp.read_text().strip() == digest:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        if report.get("recipe") == json.loads(json.dumps(asdict(recipe), default=str)):  # as the build wrote it
+            _log(f"reusing the finished build in {folder}")
+            return report, True
+    stamp.unlink(missing_ok=True)
+    report = build_demo_judge(folder, recipe, keep=keep, difficulty=difficulty, progress=progress)
+    stamp.write_text(digest + "\n")
+    return report, False
 
 
 def _binned(values: list[float], flags: list[bool], bins: int = 5) -> list[dict[str, float]]:
@@ -122,11 +173,17 @@ def _plot_egt(result: dict[str, Any], path: Path) -> bool:
     if plt is None:
         return False
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
-    bins = result["binned_flip_rate"]
-    left.plot([b["entropy_mean"] for b in bins], [b["flip_rate"] for b in bins], "o-")
+    # Quintiles on the x axis, so entropies of different scales share it.
+    for (kind, bins), marker in zip(result["binned_flip_rate_by_kind"].items(), "osd^"):
+        if bins:
+            label = f"{kind} (AUC {result['auc_entropy_vs_flipped'][kind]:.2f})"
+            left.plot(range(1, len(bins) + 1), [b["flip_rate"] for b in bins], f"{marker}-", label=label,
+                      lw=2.2 if kind == result["by"] else 1.0)
+    left.set_xticks(range(1, 6))
     left.axhline(result["noise"], color="grey", lw=0.8, ls="--")
-    left.set_xlabel(f"warm-up judge's {result['by']} entropy (bin mean, nats)")
+    left.set_xlabel("warm-up judge's entropy quintile (low to high)")
     left.set_ylabel("share of flipped labels")
+    left.legend(loc="upper left", fontsize=8)
     names = ["a_noisy", "b_egt", "c_clean"]
     right.bar(range(3), [result["accuracy"][k] for k in names], color=["tab:red", "tab:green", "tab:blue"])
     right.set_xticks(range(3), ["(a) noisy", "(b) EGT", "(c) clean"])
@@ -283,11 +340,16 @@ def build_parser() -> argparse.ArgumentParser:
     egt.add_argument("--out", required=True)
     egt.add_argument("--noise", type=float, default=0.3, help="share of flipped preferences")
     egt.add_argument("--drop", type=float, default=0.3, help="share of highest-entropy pairs to drop")
-    egt.add_argument("--by", choices=("token", "label"), default="token")
+    egt.add_argument("--by", choices=ENTROPY_KINDS, default="token",
+                     help="the entropy that curates and orders: token (mean per token), peak (largest per token) "
+                          "or label (verdict)")
     egt.add_argument("--score-limit", type=int, default=None, help="score only the first K training pairs")
     egt.add_argument("--recipe", choices=EGT_RECIPES, default="full",
                      help="full: the shipped judge's recipe (hours); small: single-object colour/shape scenes "
                           "(about an hour); quick: checks the plumbing in a few minutes")
+    egt.add_argument("--critique-pairs", type=int, default=None,
+                     help="pairs each critique stage draws (default: the recipe's); steps stay the same, so fewer "
+                          "pairs are seen more often")
     egt.add_argument("--quick", action="store_true", help="same as --recipe quick")
     egt.add_argument("--no-progress", action="store_true")
     filt = sub.add_parser("filter", help="flag corrupted answers with the pointwise judge")
@@ -324,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
             build_parser().error("--noise must be in (0, 1) and --drop in [0, 1)")
         print(json.dumps(egt_demo(out, noise=args.noise, drop=args.drop, by=args.by,
                                   recipe="quick" if args.quick else args.recipe,
-                                  score_limit=args.score_limit, progress=not args.no_progress), indent=2))
+                                  score_limit=args.score_limit, critique_pairs=args.critique_pairs,
+                                  progress=not args.no_progress), indent=2))
         return 0
     try:
         wording = resolve_wording(args.position_wording, args.judge,

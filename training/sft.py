@@ -302,6 +302,8 @@ def save_judge(model: Any, processor: Any, judge_config: JudgeConfig, out: str |
 
 # ---------------------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
+    from training.entropy import ENTROPY_KINDS
+
     parser = argparse.ArgumentParser(prog="python -m training.sft", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data", required=True, help="preference file (or hf:NAME[:SPLIT])")
@@ -327,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default="auto", help="weights dtype when loading the base model")
     parser.add_argument("--curriculum", default=None,
                         help="entropy scores (python -m training.entropy score): train from low to high entropy")
-    parser.add_argument("--curriculum-by", choices=("token", "label"), default="token")
+    parser.add_argument("--curriculum-by", choices=ENTROPY_KINDS, default="token")
     parser.add_argument("--curriculum-stages", type=int, default=3)
     parser.add_argument("--no-progress", action="store_true")
     return parser
