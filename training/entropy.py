@@ -62,15 +62,20 @@ def token_entropies(logits: torch.Tensor, labels: torch.Tensor, reduction: str =
     position get NaN."""
     if reduction not in ("mean", "max"):
         raise ValueError(f"reduction must be 'mean' or 'max', got {reduction!r}")
+    return token_entropy_stats(logits, labels)[reduction]
+
+
+def token_entropy_stats(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Both reductions of :func:`token_entropies` (``mean`` and ``max``) from one softmax over the vocabulary, the
+    costly part with a real model's vocabulary."""
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # [batch, length-1, vocab]
     entropy = -(logp.exp() * logp).sum(-1)  # [batch, length-1]
     mask = labels[:, 1:] != -100
     counts = mask.sum(-1)
-    if reduction == "mean":
-        value = (entropy * mask).sum(-1) / counts.clamp(min=1)
-    else:  # entropies are >= 0, so masked positions at -1 never win
-        value = entropy.masked_fill(~mask, -1.0).max(-1).values
-    return torch.where(counts > 0, value, torch.full_like(value, math.nan))
+    nan = torch.full_like(counts, math.nan, dtype=entropy.dtype)
+    mean = (entropy * mask).sum(-1) / counts.clamp(min=1)
+    peak = entropy.masked_fill(~mask, -1.0).max(-1).values  # entropies are >= 0, so masked positions never win
+    return {"mean": torch.where(counts > 0, mean, nan), "max": torch.where(counts > 0, peak, nan)}
 
 
 @dataclass
@@ -167,7 +172,8 @@ def _add_token_entropies(judge: Judge, spec: Any, rows: list[tuple[SampleEntropy
         batch = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()}
         with torch.inference_mode():
             logits = model(**batch).logits.cpu()
-        means, peaks = token_entropies(logits, labels).tolist(), token_entropies(logits, labels, "max").tolist()
+        stats = token_entropy_stats(logits, labels)
+        means, peaks = stats["mean"].tolist(), stats["max"].tolist()
         for owner, mean, peak in zip(owners[start: start + batch_size], means, peaks):
             values.setdefault(owner, []).append((mean, peak))
     for k, found in values.items():
@@ -294,6 +300,14 @@ def example_difficulty(example_ids: Sequence[str], pair_values: Mapping[str, flo
     return out
 
 
+def write_scores(scores: Sequence[SampleEntropy], path: str | Path) -> Path:
+    """Scores as ``score`` writes them (one JSON object per line; :func:`read_scores` reads them back)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(s.to_dict()) + "\n" for s in scores), encoding="utf-8")
+    return out
+
+
 def read_scores(path: str | Path) -> list[SampleEntropy]:
     """Scores written by ``score`` (one JSON object per line)."""
     from critic.batch import jsonl_rows
@@ -350,9 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         pairs = data.pairs[: args.limit] if args.limit else data.pairs
         judge = Judge.from_pretrained(args.judge, batch_size=args.batch_size)
         scores = score_entropy(judge, pairs, chunk_size=args.batch_size * 2, progress=not args.no_progress)
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("".join(json.dumps(s.to_dict()) + "\n" for s in scores), encoding="utf-8")
+        out = write_scores(scores, args.output)
         errors = sum(s.error is not None for s in scores)
         print(json.dumps({"pairs": len(scores), "errors": errors, "output": str(out)}))
         return 0

@@ -65,10 +65,12 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
     from dataclasses import replace
 
     from training.demo_judge import QUICK, SMALL, DemoRecipe, focus_families
-    from training.entropy import auc, curate, read_scores, score_entropy, spearman
+    from training.entropy import auc, curate, read_scores, score_entropy, spearman, write_scores
 
     if recipe not in EGT_RECIPES:
         raise ValueError(f"recipe must be one of {', '.join(EGT_RECIPES)}, got {recipe!r}")
+    if by not in ENTROPY_KINDS:
+        raise ValueError(f"by must be one of {', '.join(ENTROPY_KINDS)}, got {by!r}")
     base = {"full": DemoRecipe(), "small": SMALL, "quick": QUICK}[recipe]
     if critique_pairs is not None:
         if critique_pairs < 1:
@@ -95,10 +97,12 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
         _log(f"entropies of the warm-up judge on {len(pairs)} noisy training pairs")
         warmup = Judge.from_pretrained(str(out / "a_noisy"), batch_size=32)
         scores = score_entropy(warmup, pairs, progress=progress)
-        scores_path.write_text("".join(json.dumps(s.to_dict()) + "\n" for s in scores), encoding="utf-8")
+        write_scores(scores, scores_path)
     flipped = {p.id: bool(p.meta.get("noisy")) for p in pairs}
-    scored = [s for s in scores if s.value(by) is not None]  # type: ignore[arg-type]
     by_kind = {kind: [s for s in scores if s.value(kind) is not None] for kind in ENTROPY_KINDS}  # type: ignore[arg-type]
+    scored = by_kind[by]
+    binned = {kind: _binned([s.value(kind) for s in rows], [flipped[s.id] for s in rows])  # type: ignore[misc]
+              for kind, rows in by_kind.items()}
     correlation = {kind: spearman([s.value(kind) for s in rows], [float(flipped[s.id]) for s in rows])  # type: ignore[misc]
                    for kind, rows in by_kind.items() if len(rows) > 1}
     areas = {kind: auc([s.value(kind) for s in rows], [flipped[s.id] for s in rows])  # type: ignore[misc]
@@ -123,9 +127,8 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
         "blind_accuracy": {"a_noisy": report_a["blind_accuracy"], "b_egt": report_b["blind_accuracy"],
                            "c_clean": report_c["blind_accuracy"]},
         "gain_b_over_a": report_b["accuracy"] - report_a["accuracy"],
-        "binned_flip_rate": _binned([s.value(by) for s in scored], [flipped[s.id] for s in scored]),  # type: ignore[misc]
-        "binned_flip_rate_by_kind": {kind: _binned([s.value(kind) for s in rows], [flipped[s.id] for s in rows])  # type: ignore[misc]
-                                     for kind, rows in by_kind.items()},
+        "binned_flip_rate": binned[by],
+        "binned_flip_rate_by_kind": binned,
     }
     _plot_egt(result, out / "egt.png")
     (out / "egt_report.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
