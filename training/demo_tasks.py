@@ -17,6 +17,7 @@ from critic.engines.tokenizer_utils import render_prompt
 from critic.media import load_image
 from critic.preferences import PreferencePair
 from training.sft_data import SFTExample
+from training.synthetic import compare_sentence
 from training.synthetic_questions import scene_questions
 
 DESCRIBE_SYSTEM = "Describe the image."
@@ -118,7 +119,7 @@ def check_examples(n: int, seed: int = 0, per_example: int = 6, wording: str = "
             kind = rng.randrange(6)
             fact = _gist(rng, kind, wording=wording)
             claim = fact if rng.random() < 0.5 else _gist(rng, kind, like=fact, wording=wording)
-            parts.append(f"It says {claim}, the image shows {fact}. {'Right' if claim == fact else 'Wrong'}.")
+            parts.append(compare_sentence(claim, fact, claim == fact))
         prompt = ChatPrompt(system=CHECK_SYSTEM, text=CHECK_TEXT, images=())
         out.append(SFTExample(f"check-{k}", prompt, " ".join(parts), "pairwise", "", "check"))
     return out

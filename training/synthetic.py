@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -168,6 +169,17 @@ def _listing(question: Question, believed: Claim, scene: Scene, grid: int, rng: 
     return f"{head} {', '.join(names) if names else 'none'}."
 
 
+def compare_sentence(claim: str, fact: str, right: bool) -> str:
+    """The ``compare`` style's one comparison: "It says red, the image shows blue. Wrong." (claim and fact in the
+    same short form); :data:`COMPARE_PATTERN` reads it back."""
+    return f"It says {claim}, the image shows {fact}. {'Right' if right else 'Wrong'}."
+
+
+COMPARE_PATTERN = re.compile(r"Response ([AB]): It says (.+?), the image shows (.+?)\. (Right|Wrong)\.")
+"""One response's :func:`compare_sentence` inside a critique (``training.sft_data``'s "Response A: ..." layout):
+groups are the response's letter, the claim, the fact and the check."""
+
+
 def _critique(claim: Claim, right: bool, style: str, family: str, believed: Claim) -> str:
     """A per-response critique.  ``check``: "It says red. Wrong." (the fact is stated once, in the observation).
     ``restate``: "It says red; the triangle is blue. Wrong." — the image fact is restated right next to the claim,
@@ -180,7 +192,7 @@ def _critique(claim: Claim, right: bool, style: str, family: str, believed: Clai
     if style == "check":
         return f"It says {claim.gist}. {verdict}."
     if style == "compare":  # claim and fact side by side in the same short form: a two-span comparison
-        return f"It says {claim.gist}, the image shows {believed.gist}. {verdict}."
+        return compare_sentence(claim.gist, believed.gist, right)
     if family == "hallucination":  # the fact that decides this claim: is the named object there (as the label believes)?
         fact = "there is one" if right else "there is none"
     else:
