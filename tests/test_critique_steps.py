@@ -41,7 +41,7 @@ def test_step_breakdown_counts_orders_and_skips() -> None:
                             response_b="It is red.", preferred="B", category="colour"),
              PreferencePair(id="p3", question="?", response_a="x", response_b="y", preferred="A", category="shape")]
     records = {
-        # AB: red is shown first and read right; BA: red is shown second, the check is broken and B is said
+        # AB: red is shown first and read right; BA: red is shown second, read right, and the check is broken
         "p1": {"status": "ok", "verdict": "A", "judgments": [
             {"order": "AB", "label": "A", "critique": _critique(("red", "red", True), ("blue", "red", False))},
             {"order": "BA", "label": "A", "critique": _critique(("blue", "red", True), ("red", "red", False))}]},

@@ -34,7 +34,6 @@ from critic.preferences import PreferencePair, read_preferences
 from training.synthetic import COMPARE_PATTERN
 
 _OTHER = {"A": "B", "B": "A"}
-STEP_KEYS = ("fact", "check", "second", "parsed")
 
 
 def judgment_steps(critique: str, preferred_shown: str) -> dict[str, bool] | None:
@@ -44,13 +43,13 @@ def judgment_steps(critique: str, preferred_shown: str) -> dict[str, bool] | Non
     if set(checks) != {"A", "B"}:
         return None
     claim, fact, _ = checks[preferred_shown]
-    return {"fact": claim == fact,
-            "check": all((claim == fact) == (said == "Right") for claim, fact, said in checks.values())}
+    return {"fact": claim == fact, "check": all((said_claim == shown_fact) == (said == "Right")
+                                               for said_claim, shown_fact, said in checks.values())}
 
 
 def step_breakdown(pairs: Sequence[PreferencePair], records: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Per category and overall (``all``): pairs, accuracy and the :data:`STEP_KEYS` shares (see the module
-    docstring), from ``critic.evaluate``'s prediction records by pair id. Pairs without a record, with an error or
+    """Per category and overall (``all``): pairs, accuracy and the ``fact``, ``check``, ``second`` and ``parsed``
+    shares (see the module docstring), from ``critic.evaluate``'s prediction records by pair id. Pairs without a record, with an error or
     a tie label are counted under ``skipped``."""
     counts: dict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
     skipped = 0
