@@ -452,6 +452,12 @@ def test_demonstration_commands_write_their_reports_and_figures(tiny_qwen2_vl_di
     assert gates == sorted(gates) and gates[0] == 5.5 and gates[-1] == pytest.approx(9.55)
     assert [g["kept"] for g in report["sweep"]] == sorted((g["kept"] for g in report["sweep"]), reverse=True)
     assert report["sweep"][0]["kept"] == report["kept"]
+    # The margin gates sit on top of the midpoint rule: the first (margin > 0) is that rule itself.
+    margins = [g["min_margin"] for g in report["margin_sweep"]]
+    assert margins == sorted(margins) and margins[0] == 0.0 and margins[-1] == pytest.approx(6.75)
+    assert [g["kept"] for g in report["margin_sweep"]] == sorted((g["kept"] for g in report["margin_sweep"]),
+                                                                 reverse=True)
+    assert report["margin_sweep"][0]["kept"] == report["kept"]
     assert (tmp_path / "d" / "dpo_quality.png").exists()
 
 

@@ -19,7 +19,8 @@
 * ``dpo``: labelled held-out questions (the scaling demo's items, :func:`scaling.demo.labelled_items`); the policy
   samples ``--n-candidates`` answers, :func:`training.dpo_pairs.build_pairs` picks chosen/rejected, and the report
   gives the kept-pair rate and the share of kept pairs whose chosen answer is right and rejected answer wrong (goal:
-  >= 90%), with a bar figure.
+  >= 90%) under the issue's rule, the midpoint gate, stricter gates on chosen's score and gates on the margin, all
+  from the same judgments, with a bar figure and the trade-off of kept pairs against right ones.
 
 ``--judge`` is any judge folder (the demo judge once it is shipped, or one built with ``python -m
 training.demo_judge``); ``--policy`` the weak policy ``python -m scaling.demo`` builds (its ``policy`` folder).
@@ -289,9 +290,16 @@ def dpo_demo(judge: Judge, policy_dir: str, out: Path, *, n: int = 100, n_candid
     sweep = [{"min_chosen_score": gate, **quality(kept_rows(
         [select_pair(i.id, r, s, min_chosen_score=gate) for i, r, s in zip(items, ranking, scoring)]))}
         for gate in gates]
+    # The other knob: a least margin between chosen's and rejected's scores (on top of the midpoint gate). The scores
+    # are nearly all at the ends of the scale, so a pair whose two answers both score near the top - the judge read
+    # both as right, so at least one reading is wrong - has a small margin.
+    margin_sweep = [{"min_margin": gate, **quality(kept_rows(
+        [select_pair(i.id, r, s, min_margin=gate, min_chosen_score=midpoint)
+         for i, r, s in zip(items, ranking, scoring)]))}
+        for gate in (0.0, *(round(span * f, 4) for f in (0.1, 0.25, 0.5, 0.75)))]
     result = {"prompts": len(items), "position_wording": position_wording, "min_chosen_score": midpoint,
               **quality(rows["chosen_at_least_midpoint"]),
-              "no_threshold": quality(rows["no_threshold"]), "sweep": sweep,
+              "no_threshold": quality(rows["no_threshold"]), "sweep": sweep, "margin_sweep": margin_sweep,
               "prompts_with_a_right_candidate": sum(any(r) for r in right) / max(len(items), 1),
               "candidates_right": sum(map(sum, right)) / max(sum(len(r) for r in right), 1)}
     _plot_bars(result, out / "dpo_quality.png")
@@ -315,21 +323,26 @@ def _plot_bars(result: dict[str, Any], path: Path) -> bool:
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("share")
     ax.set_title(f"gate: chosen scored >= {result['min_chosen_score']:g}", fontsize=9)
-    sweep = result.get("sweep", [])
-    trade.plot([g["kept_rate"] for g in sweep], [g["chosen_right_rejected_wrong"] for g in sweep], "o-",
-               color="tab:green")
-    points: dict[tuple[float, float], list[str]] = {}  # gates that keep the same pairs share one label
-    for g in sweep:
-        points.setdefault((g["kept_rate"], g["chosen_right_rejected_wrong"]), []).append(f"{g['min_chosen_score']:g}")
-    for xy, gates in points.items():
-        label = gates[0] if len(gates) == 1 else f"{gates[0]} to {gates[-1]}"
-        trade.annotate(f">= {label}", xy, fontsize=7, textcoords="offset points", xytext=(-40, 6))
+    # Hollow squares for the score gates, so that points both sweeps share stay visible.
+    for key, name, colour, style, offset in (("sweep", "min_chosen_score", "tab:green", "s-", (-75, 8)),
+                                             ("margin_sweep", "min_margin", "tab:purple", "o-", (-80, -14))):
+        sweep = result.get(key, [])
+        trade.plot([g["kept_rate"] for g in sweep], [g["chosen_right_rejected_wrong"] for g in sweep], style,
+                   color=colour, markersize=9 if key == "sweep" else 5, fillstyle="none" if key == "sweep" else "full",
+                   label="chosen's score >=" if key == "sweep" else "margin > (and chosen >= midpoint)")
+        points: dict[tuple[float, float], list[str]] = {}  # gates that keep the same pairs share one label
+        for g in sweep:
+            points.setdefault((g["kept_rate"], g["chosen_right_rejected_wrong"]), []).append(f"{g[name]:g}")
+        for xy, gates in points.items():
+            label = gates[0] if len(gates) == 1 else f"{gates[0]} to {gates[-1]}"
+            trade.annotate(label, xy, fontsize=7, color=colour, textcoords="offset points", xytext=offset)
+    trade.legend(loc="lower left", fontsize=7)
     trade.axhline(0.9, color="black", lw=0.8, ls="--")
     trade.set_xlim(0, 1.02)
     trade.set_ylim(0, 1.02)
     trade.set_xlabel("kept pairs (share of prompts)")
     trade.set_ylabel("chosen right & rejected wrong")
-    trade.set_title("stricter gates on chosen's score", fontsize=9)
+    trade.set_title("stricter gates, same judgments", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
