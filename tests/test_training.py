@@ -213,6 +213,23 @@ def test_quick_demo_recipe_builds_a_judge_that_loads_and_judges(tmp_path: Path) 
 
 
 @pytest.mark.slow
+def test_model_seed_changes_the_initial_weights_and_nothing_else(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from training.demo_judge import main
+
+    for seed in ("0", "1"):
+        assert main(["--out", str(tmp_path / seed), "--quick", "--model-seed", seed, "--no-progress"]) == 0
+    reports = {s: json.loads((tmp_path / s / "demo_report.json").read_text()) for s in ("0", "1")}
+    assert [reports[s]["recipe"]["model_seed"] for s in ("0", "1")] == [0, 1]
+    # Same data (stage and held-out pairs byte for byte), other initial weights.
+    for part in ("stage0/pairs.jsonl", "heldout/pairs.jsonl"):
+        assert (tmp_path / "0" / "build" / part).read_bytes() == (tmp_path / "1" / "build" / part).read_bytes()
+    first, second = (load_file(str(tmp_path / s / "build" / "init" / "model.safetensors")) for s in ("0", "1"))
+    assert first.keys() == second.keys() and any(not first[k].equal(second[k]) for k in first)
+
+
+@pytest.mark.slow
 def test_resuming_a_recipe_at_a_stage_trains_it_exactly_as_the_full_build(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 

@@ -546,6 +546,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="how position claims name a cell: numbers (\"row 2, column 3\", the shipped judge's) or "
                              "ordinal (\"the second row, column 3\", with the vision tower's row and column heads "
                              "aligned to those words); auto (default): the --init judge's, else numbers")
+    parser.add_argument("--model-seed", type=int, default=None,
+                        help="seed of the random initial weights (default: the recipe's, 0); data and held-out pairs "
+                             "are unchanged, so two seeds measure how much a build owes to its initialisation")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -555,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     recipe = with_position_wording(QUICK if args.quick else DemoRecipe(), wording)
     if args.steps is not None:
         recipe = replace(recipe, stages=recipe.stages[:-1] + (replace(recipe.stages[-1], steps=args.steps),))
+    if args.model_seed is not None:
+        recipe = replace(recipe, model_seed=args.model_seed)
     try:
         report = build_demo_judge(args.out, recipe, progress=not args.no_progress, init=args.init,
                                   start_stage=args.start_stage)
