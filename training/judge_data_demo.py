@@ -323,13 +323,16 @@ def _plot_bars(result: dict[str, Any], path: Path) -> bool:
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("share")
     ax.set_title(f"gate: chosen scored >= {result['min_chosen_score']:g}", fontsize=9)
-    # Hollow squares for the score gates, so that points both sweeps share stay visible.
-    for key, name, colour, style, offset in (("sweep", "min_chosen_score", "tab:green", "s-", (-75, 8)),
-                                             ("margin_sweep", "min_margin", "tab:purple", "o-", (-80, -14))):
+    # Large hollow squares for the score gates, so that points both sweeps share stay visible.
+    sweeps = (("sweep", "min_chosen_score", "chosen's score >=", dict(color="tab:green", marker="s", markersize=9,
+                                                                       fillstyle="none"), (-75, 8)),
+              ("margin_sweep", "min_margin", "margin > (and chosen >= midpoint)",
+               dict(color="tab:purple", marker="o", markersize=5), (-80, -14)))
+    for key, name, legend, style, offset in sweeps:
         sweep = result.get(key, [])
-        trade.plot([g["kept_rate"] for g in sweep], [g["chosen_right_rejected_wrong"] for g in sweep], style,
-                   color=colour, markersize=9 if key == "sweep" else 5, fillstyle="none" if key == "sweep" else "full",
-                   label="chosen's score >=" if key == "sweep" else "margin > (and chosen >= midpoint)")
+        trade.plot([g["kept_rate"] for g in sweep], [g["chosen_right_rejected_wrong"] for g in sweep], label=legend,
+                   **style)
+        colour = style["color"]
         points: dict[tuple[float, float], list[str]] = {}  # gates that keep the same pairs share one label
         for g in sweep:
             points.setdefault((g["kept_rate"], g["chosen_right_rejected_wrong"]), []).append(f"{g[name]:g}")
