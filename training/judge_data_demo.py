@@ -257,7 +257,12 @@ def dpo_demo(judge: Judge, policy_dir: str, out: Path, *, n: int = 100, n_candid
     # expected score at least the scale's midpoint): with a weak policy most prompts have no right candidate at all.
     loose, ranking, scoring = build_pairs(items, candidates, judge, rounds=rounds)
     midpoint = (judge.config.scale_min + judge.config.scale_max) / 2
-    strict = [select_pair(i.id, r, s, min_chosen_score=midpoint) for i, r, s in zip(items, ranking, scoring)]
+
+    def gated(**gates: float) -> list[Any]:
+        """Every prompt's pair under ``select_pair``'s gates, from the judgments already made."""
+        return [select_pair(i.id, r, s, **gates) for i, r, s in zip(items, ranking, scoring)]
+
+    strict = gated(min_chosen_score=midpoint)
     # Each candidate checked against the reference once; every figure below reads this table.
     right = [[c.error is None and reference_checker(c.text, item) for c in cands]
              for item, cands in zip(items, candidates)]
@@ -287,16 +292,12 @@ def dpo_demo(judge: Judge, policy_dir: str, out: Path, *, n: int = 100, n_candid
     # The trade-off a curator picks from: stricter gates on chosen's score, again from the same judgments.
     span = judge.config.scale_max - judge.config.scale_min
     gates = sorted({midpoint, *(round(judge.config.scale_min + span * f, 4) for f in (0.7, 0.8, 0.9, 0.95))})
-    sweep = [{"min_chosen_score": gate, **quality(kept_rows(
-        [select_pair(i.id, r, s, min_chosen_score=gate) for i, r, s in zip(items, ranking, scoring)]))}
-        for gate in gates]
+    sweep = [{"min_chosen_score": gate, **quality(kept_rows(gated(min_chosen_score=gate)))} for gate in gates]
     # The other knob: a least margin between chosen's and rejected's scores (on top of the midpoint gate). The scores
     # are nearly all at the ends of the scale, so a pair whose two answers both score near the top - the judge read
     # both as right, so at least one reading is wrong - has a small margin.
-    margin_sweep = [{"min_margin": gate, **quality(kept_rows(
-        [select_pair(i.id, r, s, min_margin=gate, min_chosen_score=midpoint)
-         for i, r, s in zip(items, ranking, scoring)]))}
-        for gate in (0.0, *(round(span * f, 4) for f in (0.1, 0.25, 0.5, 0.75)))]
+    margin_sweep = [{"min_margin": gate, **quality(kept_rows(gated(min_margin=gate, min_chosen_score=midpoint)))}
+                    for gate in (0.0, *(round(span * f, 4) for f in (0.1, 0.25, 0.5, 0.75)))]
     result = {"prompts": len(items), "position_wording": position_wording, "min_chosen_score": midpoint,
               **quality(rows["chosen_at_least_midpoint"]),
               "no_threshold": quality(rows["no_threshold"]), "sweep": sweep, "margin_sweep": margin_sweep,
@@ -332,13 +333,12 @@ def _plot_bars(result: dict[str, Any], path: Path) -> bool:
         sweep = result.get(key, [])
         trade.plot([g["kept_rate"] for g in sweep], [g["chosen_right_rejected_wrong"] for g in sweep], label=legend,
                    **style)
-        colour = style["color"]
         points: dict[tuple[float, float], list[str]] = {}  # gates that keep the same pairs share one label
         for g in sweep:
             points.setdefault((g["kept_rate"], g["chosen_right_rejected_wrong"]), []).append(f"{g[name]:g}")
         for xy, gates in points.items():
             label = gates[0] if len(gates) == 1 else f"{gates[0]} to {gates[-1]}"
-            trade.annotate(label, xy, fontsize=7, color=colour, textcoords="offset points", xytext=offset)
+            trade.annotate(label, xy, fontsize=7, color=style["color"], textcoords="offset points", xytext=offset)
     trade.legend(loc="lower left", fontsize=7)
     trade.axhline(0.9, color="black", lw=0.8, ls="--")
     trade.set_xlim(0, 1.02)
