@@ -277,6 +277,17 @@ def test_the_ordinal_wording_aligns_the_towers_row_and_column_heads_to_its_words
         with_position_wording(QUICK, "letters")
 
 
+def test_the_ordinal_recipe_is_the_ordinal_wording_with_a_shape_step_after_the_recipes_stages() -> None:
+    from training.demo_judge import SHAPE_STAGE, DemoRecipe, build_demo_judge, ordinal_recipe, with_position_wording
+
+    recipe = ordinal_recipe()
+    assert recipe.stages == DemoRecipe().stages + (SHAPE_STAGE,)
+    assert replace(recipe, stages=DemoRecipe().stages) == with_position_wording(DemoRecipe(), "ordinal")
+    assert SHAPE_STAGE.families == ("shape",) and SHAPE_STAGE.answer == 0.5
+    with pytest.raises(ValueError, match=r"0\.\.8"):  # its shape step is stage 8, the last one to resume at
+        build_demo_judge("unused", recipe, init="unused", start_stage=9)
+
+
 def test_a_focused_stage_keeps_its_families_and_a_seeded_share_of_the_rest(tmp_path: Path) -> None:
     from training.demo_judge import Stage, focus_families
 
