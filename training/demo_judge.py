@@ -272,11 +272,11 @@ errors name another object of the scene, the colour-keyed lookup that short answ
 pointwise agreement 91.7 -> 96.7%; 1,000 steps of it had left shape at 84%."""
 
 
-def ordinal_recipe(recipe: DemoRecipe | None = None) -> DemoRecipe:
-    """``recipe`` (default: :class:`DemoRecipe`) in the ordinal wording (:func:`with_position_wording`) with
-    :data:`SHAPE_STAGE` after its stages: what ``python -m training.demo_judge --position-wording ordinal`` builds."""
-    recipe = DemoRecipe() if recipe is None else recipe
-    return replace(with_position_wording(recipe, "ordinal"), stages=recipe.stages + (SHAPE_STAGE,))
+def ordinal_recipe() -> DemoRecipe:
+    """:class:`DemoRecipe` in the ordinal wording (:func:`with_position_wording`) with :data:`SHAPE_STAGE` after its
+    stages: what ``python -m training.demo_judge --position-wording ordinal`` builds."""
+    recipe = with_position_wording(DemoRecipe(), "ordinal")
+    return replace(recipe, stages=recipe.stages + (SHAPE_STAGE,))
 
 
 def _log(message: str) -> None:
@@ -560,7 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--position-wording", choices=("auto",) + POSITION_WORDINGS, default="auto",
                         help="how position claims name a cell: numbers (\"row 2, column 3\", the shipped judge's) or "
                              "ordinal (\"the second row, column 3\", with the vision tower's row and column heads "
-                             "aligned to those words, and a shape step after the recipe's stages); auto (default): the --init judge's, else numbers")
+                             "aligned to those words, and a shape step after the recipe's stages); auto (default): the "
+                             "--init judge's, else numbers")
     parser.add_argument("--model-seed", type=int, default=None,
                         help="seed of the random initial weights (default: the recipe's, 0); data and held-out pairs "
                              "are unchanged, so two seeds measure how much a build owes to its initialisation")
@@ -570,8 +571,10 @@ def main(argv: list[str] | None = None) -> int:
         wording = resolve_wording(args.position_wording, *([args.init] if args.init else []))
     except ValueError as exc:
         parser.error(str(exc))
-    recipe = ordinal_recipe() if wording == "ordinal" and not args.quick else \
-        with_position_wording(QUICK if args.quick else DemoRecipe(), wording)
+    if args.quick:
+        recipe = with_position_wording(QUICK, wording)
+    else:
+        recipe = ordinal_recipe() if wording == "ordinal" else with_position_wording(DemoRecipe(), wording)
     if args.steps is not None:
         recipe = replace(recipe, stages=recipe.stages[:-1] + (replace(recipe.stages[-1], steps=args.steps),))
     if args.model_seed is not None:
