@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from training.synthetic import FAMILIES, describe_scene, draw_scene, generate_pairs, main, write_dataset
+from training.synthetic import FAMILIES, describe_scene, draw_scene, generate_pairs, main, where, write_dataset
+from training.synthetic_questions import parse_cell
 from training.synthetic_scenes import BACKGROUND, COLOURS, SHAPES, SceneSpace, scene_key
 
 REPO = Path(__file__).resolve().parents[1]
@@ -489,6 +490,34 @@ def test_off_question_pairs_replace_only_the_wrong_existence_response_with_anoth
     assert 0.4 * existence < off < 0.8 * existence  # about the asked share of clean existence rows
     with pytest.raises(ValueError, match="off_question must be a fraction"):
         generate_pairs(4, 0, off_question=1.5)
+
+
+@pytest.mark.parametrize("wording", ["numbers", "ordinal"])
+def test_near_miss_pairs_move_only_the_wrong_position_claim_to_another_objects_or_a_neighbouring_cell(
+        wording: str) -> None:
+    plain = generate_pairs(400, 7, noise=0.2, critique_style="check", position_wording=wording)
+    mixed = generate_pairs(400, 7, noise=0.2, critique_style="check", position_wording=wording, near_miss=0.7)
+    moved, kinds = 0, set()
+    for row, base in zip(mixed, plain):
+        if not row["meta"].get("near_miss"):
+            assert row == base
+            continue
+        moved += 1
+        assert row["category"] == "position" and not row["meta"]["noisy"]
+        right, wrong = row["preferred"].lower(), "b" if row["preferred"] == "A" else "a"
+        for key in ("question", "preferred", f"response_{right}", f"critique_{right}", "observation", "images"):
+            assert row[key] == base[key]
+        here, claimed = (parse_cell(re.fullmatch(r"It is in (.+)\.", row[f"response_{x}"]).group(1))
+                         for x in (right, wrong))
+        occupied = {(o["row"], o["col"]) for o in row["meta"]["scene"]} - {here}
+        neighbour = abs(claimed[0] - here[0]) + abs(claimed[1] - here[1]) == 1
+        assert claimed != here and (claimed in occupied or neighbour), (here, claimed, occupied)
+        kinds.add("object" if claimed in occupied else "neighbour")
+        assert where(claimed, wording) in row[f"critique_{wrong}"]  # the critique checks the moved claim
+    clean = sum(r["category"] == "position" and not r["meta"]["noisy"] for r in plain)
+    assert 0.5 * clean < moved < 0.9 * clean and kinds == {"object", "neighbour"}
+    with pytest.raises(ValueError, match="near_miss must be a fraction"):
+        generate_pairs(4, 0, near_miss=-0.5)
 
 
 def test_count_off_question_pairs_count_another_object_and_leave_existence_rows_as_before() -> None:

@@ -308,6 +308,8 @@ def test_a_focused_stage_keeps_its_families_and_a_seeded_share_of_the_rest(tmp_p
         Stage(1, 4, 10, 600, listing=("colour",))
     with pytest.raises(ValueError, match="off_question"):
         Stage(1, 4, 10, 600, off_question=-0.1)
+    with pytest.raises(ValueError, match="near_miss"):
+        Stage(1, 4, 10, 600, near_miss=1.2)
     with pytest.raises(ValueError, match="lookup is offered for position only"):
         Stage(1, 4, 10, 600, lookup=("existence",))
     with pytest.raises(ValueError, match="off-question answers are offered for existence, count only"):

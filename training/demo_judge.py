@@ -110,6 +110,9 @@ class Stage:
     """Families whose critiques look each response's claim up in the image instead of stating the fact first ("It
     says row 4, column 1; that cell is empty. Wrong."; :data:`training.synthetic.LOOKUP_FAMILIES`). Measured as a
     step on the shipped judge: position 80 -> 46% (README), so the recipe does not use it."""
+    near_miss: float = 0.0
+    """Share of position pairs whose wrong cell is another object's or next to the right one (``training.synthetic``'s
+    ``near_miss``), the mistakes a policy makes; uniformly drawn wrong cells are mostly empty and far."""
 
     def __post_init__(self) -> None:
         unknown = set(self.families or ()) - set(FAMILIES)
@@ -121,6 +124,8 @@ class Stage:
             raise ValueError("other_families must be in [0, 1]")
         if not 0.0 <= self.off_question <= 1.0:
             raise ValueError("off_question must be in [0, 1]")
+        if not 0.0 <= self.near_miss <= 1.0:
+            raise ValueError("near_miss must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -371,8 +376,8 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
                              min_objects=stage.min_objects, max_objects=stage.max_objects,
                              critique_style=recipe.critique_style, listing=stage.listing,
                              off_question=stage.off_question, off_question_families=stage.off_question_families,
-                             lookup=stage.lookup,
-                             position_wording=recipe.position_wording)
+                             lookup=stage.lookup, position_wording=recipe.position_wording,
+                             near_miss=stage.near_miss)
         pairs = read_preferences(path).pairs
         generated += pairs
         pairs = focus_families(pairs, stage, seed=recipe.train_seed + k)

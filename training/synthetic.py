@@ -57,6 +57,7 @@ from training.synthetic_questions import (
     article,
     asker,
     check_wording,
+    near_miss_claim,
     off_question_claim,
     parse_cell,
     plural,
@@ -310,7 +311,8 @@ def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str
                    cell: int = 28, min_objects: int = 1, max_objects: int = 4, critique_style: str = "restate",
                    listing: Sequence[str] | str = (), off_question: float = 0.0,
                    off_question_families: Sequence[str] | str = ("existence",), lookup: Sequence[str] | str = (),
-                   position_wording: str = "numbers", progress: bool = False) -> list[dict[str, Any]]:
+                   position_wording: str = "numbers", near_miss: float = 0.0,
+                   progress: bool = False) -> list[dict[str, Any]]:
     """``n`` preference rows for ``seed`` (schema in the module docstring); images are drawn by `write_dataset`.
 
     ``families`` is a sequence of names or a comma-separated string; object counts are uniform over
@@ -322,8 +324,10 @@ def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str
     own stream, so the other rows do not change. ``lookup`` (from :data:`LOOKUP_FAMILIES`): those families' rows
     have no leading observation and each critique looks its claim's cell up (:func:`_lookup_critique`); the fact
     moves to ``meta.fact``. ``position_wording`` (:data:`POSITION_WORDINGS`, see :func:`where`): how position claims
-    name a cell; rows written with ``ordinal`` record it in ``meta.position_wording``. Raises ``ValueError`` for bad
-    arguments.
+    name a cell; rows written with ``ordinal`` record it in ``meta.position_wording``. ``near_miss``: the share of
+    position rows (never a noisy one) whose wrong cell is another object's or next to the right one
+    (:func:`training.synthetic_questions.near_miss_claim`; ``meta.near_miss`` is true), from each row's own stream.
+    Raises ``ValueError`` for bad arguments.
     """
     families = _check_args(n, seed, noise, families, grid, cell, min_objects, max_objects)
     listing = check_listing(listing)
@@ -332,6 +336,8 @@ def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str
     if not 0.0 <= off_question <= 1.0:
         raise ValueError(f"off_question must be a fraction in [0, 1], got {off_question!r}")
     off_families = check_off_question_families(off_question_families)
+    if not 0.0 <= near_miss <= 1.0:
+        raise ValueError(f"near_miss must be a fraction in [0, 1], got {near_miss!r}")
     if critique_style not in CRITIQUE_STYLES:
         raise ValueError(f"critique_style must be one of {', '.join(CRITIQUE_STYLES)}, got {critique_style!r}")
     rng = random.Random(seed)
@@ -357,10 +363,17 @@ def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str
             own = random.Random(f"critic-synthetic-off-question-{seed}-{i}")
             if own.random() < off_question:
                 question, off = off_question_claim(question, own, fams[i]), True
+        near = False
+        if near_miss > 0 and fams[i] == "position" and i not in noisy:
+            own = random.Random(f"critic-synthetic-near-miss-{seed}-{i}")
+            if own.random() < near_miss:
+                question, near = near_miss_claim(question, scene, own, grid, wording), True
         row = _make_row(i, width, seed, fams[i], positions[i], i in noisy, scene, question, grid, cell,
                         critique_style, listing, lookup)
         if off:
             row["meta"]["off_question"] = True
+        if near:
+            row["meta"]["near_miss"] = True
         if wording != "numbers":  # only then, so that the default rows stay byte-identical to earlier versions
             row["meta"]["position_wording"] = wording
         rows.append(row)
@@ -371,7 +384,8 @@ def write_dataset(out_dir: str | Path, n: int, seed: int, noise: float = 0.0,
                   families: Sequence[str] | str = FAMILIES, grid: int = 4, cell: int = 28, min_objects: int = 1,
                   max_objects: int = 4, critique_style: str = "restate", listing: Sequence[str] | str = (),
                   off_question: float = 0.0, off_question_families: Sequence[str] | str = ("existence",),
-                  lookup: Sequence[str] | str = (), position_wording: str = "numbers", progress: bool = False) -> Path:
+                  lookup: Sequence[str] | str = (), position_wording: str = "numbers", near_miss: float = 0.0,
+                  progress: bool = False) -> Path:
     """Generate rows as `generate_pairs` does and write ``out_dir/pairs.jsonl`` and ``out_dir/images/*.png``.
 
     Returns the path of ``pairs.jsonl``; image paths in the rows are relative to ``out_dir``.
@@ -379,8 +393,7 @@ def write_dataset(out_dir: str | Path, n: int, seed: int, noise: float = 0.0,
     rows = generate_pairs(n, seed, noise=noise, families=families, grid=grid, cell=cell, min_objects=min_objects,
                           max_objects=max_objects, critique_style=critique_style, listing=listing,
                           off_question=off_question, off_question_families=off_question_families, lookup=lookup,
-                          position_wording=position_wording,
-                          progress=progress)
+                          position_wording=position_wording, near_miss=near_miss, progress=progress)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     for row in tqdm(rows, desc="images", unit="img", disable=not progress, file=sys.stderr):
@@ -458,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--position-wording", default="numbers", choices=POSITION_WORDINGS,
                         help="how position claims name a cell: numbers 'row 2, column 3' (default); ordinal 'the "
                              "second row, column 3' (rows and columns in different words)")
+    parser.add_argument("--near-miss", type=float, default=0.0,
+                        help="share of position rows whose wrong cell is another object's or next to the right one, "
+                             "as a confused policy answers (default 0: any other cell)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
 
@@ -470,8 +486,8 @@ def main(argv: list[str] | None = None) -> int:
                              cell=args.cell, min_objects=args.min_objects, max_objects=args.max_objects,
                              critique_style=args.critique_style, listing=args.listing,
                              off_question=args.off_question, off_question_families=args.off_question_families,
-                             lookup=args.lookup,
-                             position_wording=args.position_wording, progress=not args.no_progress)
+                             lookup=args.lookup, position_wording=args.position_wording, near_miss=args.near_miss,
+                             progress=not args.no_progress)
     except ValueError as exc:
         parser.error(str(exc))
     noisy = round(args.noise * args.n)

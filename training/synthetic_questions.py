@@ -18,8 +18,9 @@ from typing import Any, Callable
 
 from training.synthetic_scenes import COLOURS, SHAPES, Scene
 
-__all__ = ["FAMILIES", "FAMILY_FUNCS", "OFF_QUESTION_FAMILIES", "ORDINALS", "POSITION_WORDINGS", "Claim", "Question", "article", "asker",
-           "check_wording", "off_question_claim", "parse_cell", "plural", "scene_questions", "where"]
+__all__ = ["FAMILIES", "FAMILY_FUNCS", "OFF_QUESTION_FAMILIES", "ORDINALS", "POSITION_WORDINGS", "Claim", "Question",
+           "article", "asker", "check_wording", "near_miss_claim", "off_question_claim", "parse_cell", "plural",
+           "scene_questions", "where"]
 
 
 @dataclass(frozen=True)
@@ -117,12 +118,33 @@ def _position(scene: Scene, rng: random.Random, target: float, grid: int, max_ob
     obj = rng.choice(candidates)
     name = f"{obj['colour']} {obj['shape']}"
     wrong = rng.choice([(r, c) for r in range(grid) for c in range(grid) if (r, c) != (obj["row"], obj["col"])])
+    return Question(f"Where is the {name}?", _position_claim(name, (obj["row"], obj["col"]), wording),
+                    _position_claim(name, wrong, wording), ("object", name))
 
-    def claim(cell: tuple[int, int]) -> Claim:
-        words = where(cell, wording)
-        return Claim(f"It is in {words}.", f"The {name} is in {words}.", words)
 
-    return Question(f"Where is the {name}?", claim((obj["row"], obj["col"])), claim(wrong), ("object", name))
+def _position_claim(name: str, cell: tuple[int, int], wording: str) -> Claim:
+    words = where(cell, wording)
+    return Claim(f"It is in {words}.", f"The {name} is in {words}.", words)
+
+
+def near_miss_claim(question: Question, scene: Scene, rng: random.Random, grid: int, wording: str) -> Question:
+    """The position question with its wrong cell replaced by one a confused policy names: half the time another
+    object's cell (when the scene has another object), else a cell next to the right one in its row or column.
+    Why: a uniformly drawn wrong cell is mostly empty and far away, so the judge learns "the cell with an object";
+    measured on the ordinal candidate's DPO pairs, 4 of its 7 wrong position choices named another object's cell
+    and 3 an empty cell one row off."""
+    assert question.subject is not None
+    name = question.subject[1]
+    obj = next(o for o in scene if f"{o['colour']} {o['shape']}" == name)
+    here = (obj["row"], obj["col"])
+    others = [(o["row"], o["col"]) for o in scene if (o["row"], o["col"]) != here]
+    if others and rng.random() < 0.5:
+        wrong = rng.choice(others)
+    else:
+        r, c = here
+        wrong = rng.choice([(r + dr, c + dc) for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1))
+                            if 0 <= r + dr < grid and 0 <= c + dc < grid])
+    return replace(question, false=_position_claim(name, wrong, wording))
 
 
 def _count(scene: Scene, rng: random.Random, target: float, grid: int, max_objects: int) -> Question | None:
