@@ -493,7 +493,7 @@ def test_off_question_pairs_replace_only_the_wrong_existence_response_with_anoth
 
 
 @pytest.mark.parametrize("wording", ["numbers", "ordinal"])
-def test_near_miss_pairs_move_only_the_wrong_position_claim_to_another_objects_or_a_neighbouring_cell(
+def test_near_miss_pairs_move_only_the_wrong_position_claim_to_another_objects_cell_or_its_row_or_column(
         wording: str) -> None:
     plain = generate_pairs(400, 7, noise=0.2, critique_style="check", position_wording=wording)
     mixed = generate_pairs(400, 7, noise=0.2, critique_style="check", position_wording=wording, near_miss=0.7)
@@ -510,12 +510,12 @@ def test_near_miss_pairs_move_only_the_wrong_position_claim_to_another_objects_o
         here, claimed = (parse_cell(re.fullmatch(r"It is in (.+)\.", row[f"response_{x}"]).group(1))
                          for x in (right, wrong))
         occupied = {(o["row"], o["col"]) for o in row["meta"]["scene"]} - {here}
-        neighbour = abs(claimed[0] - here[0]) + abs(claimed[1] - here[1]) == 1
-        assert claimed != here and (claimed in occupied or neighbour), (here, claimed, occupied)
-        kinds.add("object" if claimed in occupied else "neighbour")
+        in_line = (claimed[0] == here[0]) != (claimed[1] == here[1])
+        assert claimed != here and (claimed in occupied or in_line), (here, claimed, occupied)
+        kinds.add("object" if claimed in occupied else "line")
         assert where(claimed, wording) in row[f"critique_{wrong}"]  # the critique checks the moved claim
     clean = sum(r["category"] == "position" and not r["meta"]["noisy"] for r in plain)
-    assert 0.5 * clean < moved < 0.9 * clean and kinds == {"object", "neighbour"}
+    assert 0.5 * clean < moved < 0.9 * clean and kinds == {"object", "line"}
     with pytest.raises(ValueError, match="near_miss must be a fraction"):
         generate_pairs(4, 0, near_miss=-0.5)
 

@@ -129,10 +129,10 @@ def _position_claim(name: str, cell: tuple[int, int], wording: str) -> Claim:
 
 def near_miss_claim(question: Question, scene: Scene, rng: random.Random, grid: int, wording: str) -> Question:
     """The position question with its wrong cell replaced by one a confused policy names: half the time another
-    object's cell (when the scene has another object), else a cell next to the right one in its row or column.
-    Why: a uniformly drawn wrong cell is mostly empty and far away, so the judge learns "the cell with an object";
+    object's cell (when the scene has another object), else another cell of its row or column. Why: a uniformly
+    drawn wrong cell is mostly empty and in another row and column, so the judge learns "the cell with an object";
     measured on the ordinal candidate's DPO pairs, 4 of its 7 wrong position choices named another object's cell
-    and 3 an empty cell one row off."""
+    and 3 an empty cell one row off, and the judge's pointwise scores accepted other rows of the right column."""
     assert question.subject is not None
     name = question.subject[1]
     obj = next(o for o in scene if f"{o['colour']} {o['shape']}" == name)
@@ -141,9 +141,8 @@ def near_miss_claim(question: Question, scene: Scene, rng: random.Random, grid: 
     if others and rng.random() < 0.5:
         wrong = rng.choice(others)
     else:
-        r, c = here
-        wrong = rng.choice([(r + dr, c + dc) for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1))
-                            if 0 <= r + dr < grid and 0 <= c + dc < grid])
+        wrong = rng.choice([(r, c) for r in range(grid) for c in range(grid)
+                            if (r == here[0]) != (c == here[1])])
     return replace(question, false=_position_claim(name, wrong, wording))
 
 
