@@ -15,7 +15,7 @@ from critic.evaluate import evaluate
 from critic.preferences import read_preferences
 
 HELDOUT = Path(__file__).resolve().parent.parent / "examples" / "heldout" / "pairs.jsonl"
-SEEN_AT_LEAST = 0.85  # measured 0.942 (blind 0.492) on these 120 pairs (run 17); run 16: 0.917
+SEEN_AT_LEAST = 0.9  # measured 0.975 (blind 0.450) on these 120 pairs (run 18); run 17 (numbers wording): 0.942
 
 
 @pytest.fixture(scope="session")

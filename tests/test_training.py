@@ -277,14 +277,40 @@ def test_the_ordinal_wording_aligns_the_towers_row_and_column_heads_to_its_words
         with_position_wording(QUICK, "letters")
 
 
-def test_the_ordinal_recipe_is_the_ordinal_wording_with_a_shape_step_after_the_recipes_stages() -> None:
-    from training.demo_judge import SHAPE_STAGE, DemoRecipe, build_demo_judge, ordinal_recipe, with_position_wording
+def test_the_ordinal_recipe_is_the_ordinal_wording_with_the_shape_and_near_miss_steps_after_the_stages() -> None:
+    import training.demo_judge as demo
 
-    recipe = ordinal_recipe()
-    assert recipe.stages == DemoRecipe().stages + (SHAPE_STAGE,)
-    assert replace(recipe, stages=DemoRecipe().stages) == with_position_wording(DemoRecipe(), "ordinal")
-    with pytest.raises(ValueError, match=r"0\.\.8"):  # its shape step is stage 8, the last one to resume at
-        build_demo_judge("unused", recipe, init="unused", start_stage=9)
+    recipe = demo.ordinal_recipe()
+    assert recipe.stages == demo.DemoRecipe().stages + (demo.SHAPE_STAGE, demo.NEAR_MISS_STAGE)
+    assert replace(recipe, stages=demo.DemoRecipe().stages) == demo.with_position_wording(demo.DemoRecipe(), "ordinal")
+    with pytest.raises(ValueError, match=r"0\.\.9"):  # its near-miss step is stage 9, the last one to resume at
+        demo.build_demo_judge("unused", recipe, init="unused", start_stage=10)
+
+
+def test_the_cli_builds_the_ordinal_recipe_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.demo_judge as demo_judge
+
+    built: list = []
+
+    def record(out: str, recipe: object, **kwargs: object) -> dict:
+        built.append(recipe)
+        return dict.fromkeys(("build_minutes", "accuracy", "blind_accuracy", "position_consistency",
+                              "pointwise_agreement", "per_category"), 0.0)
+
+    monkeypatch.setattr(demo_judge, "build_demo_judge", record)
+    for argv in ([], ["--position-wording", "numbers"], ["--quick"]):
+        assert demo_judge.main(["--out", "unused", *argv]) == 0
+    assert built == [demo_judge.ordinal_recipe(), demo_judge.DemoRecipe(), demo_judge.QUICK]
+
+
+def test_the_shipped_judge_records_the_recipe_the_cli_builds_by_default() -> None:
+    from dataclasses import asdict
+
+    from critic.demo_judge import DEMO_JUDGE_DIR
+    from training.demo_judge import ordinal_recipe
+
+    recorded = json.loads((DEMO_JUDGE_DIR / "demo_report.json").read_text())["recipe"]
+    assert recorded == json.loads(json.dumps(asdict(ordinal_recipe()), default=str))
 
 
 def test_a_focused_stage_keeps_its_families_and_a_seeded_share_of_the_rest(tmp_path: Path) -> None:
