@@ -65,14 +65,14 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
     (and, for (b), the same kept pairs) and the warm-up judge's ``entropy.jsonl`` are reused."""
     from dataclasses import replace
 
-    from training.demo_judge import QUICK, SMALL, DemoRecipe, focus_families
+    from training.demo_judge import QUICK, SMALL, focus_families, ordinal_recipe
     from training.entropy import auc, curate, read_scores, score_entropy, spearman, write_scores
 
     if recipe not in EGT_RECIPES:
         raise ValueError(f"recipe must be one of {', '.join(EGT_RECIPES)}, got {recipe!r}")
     if by not in ENTROPY_KINDS:
         raise ValueError(f"by must be one of {', '.join(ENTROPY_KINDS)}, got {by!r}")
-    base = {"full": DemoRecipe(), "small": SMALL, "quick": QUICK}[recipe]
+    base = {"full": ordinal_recipe(), "small": SMALL, "quick": QUICK}[recipe]
     if critique_pairs is not None:
         if critique_pairs < 1:
             raise ValueError(f"critique_pairs must be >= 1, got {critique_pairs}")
