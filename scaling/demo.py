@@ -194,11 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     policy_dir = args.out / "policy"
     wants_judge = any(needs_judge(make_strategy(name)) for name in args.strategies)
     judge_dir = args.judge
-    if judge_dir is None and wants_judge and not args.policy_only:
+    if judge_dir is None and (wants_judge or args.policy_only):
         try:
             judge_dir = demo_judge_dir()
         except (FileNotFoundError, ValueError) as exc:  # no --judge and no shipped demo judge
-            parser.error(str(exc))
+            if not args.policy_only:
+                parser.error(str(exc))
+            # A policy alone needs no judge; it is built in the default wording.
     built = [policy_dir] if (policy_dir / "config.json").is_file() else []
     try:
         wording = resolve_wording(args.position_wording, *built, *([judge_dir] if judge_dir else []))

@@ -71,3 +71,18 @@ def test_policy_only_builds_the_policy_the_flags_describe_and_stops(tmp_path: Pa
     with pytest.raises(SystemExit):
         main(["--out", str(out), "--judge", str(judge), "--no-progress"])
     assert not (out / "items.jsonl").exists()
+
+
+def test_a_policy_built_alone_takes_the_shipped_judges_wording_unless_there_are_no_weights(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import critic.demo_judge
+    import scaling.demo
+
+    wordings: list[str] = []
+    monkeypatch.setattr(scaling.demo, "build_policy",
+                        lambda out, recipe, progress=True: wordings.append(recipe.position_wording))
+    assert main(["--out", str(tmp_path / "a"), "--policy-only", "--no-progress"]) == 0
+    # The shipped judge reads "the second row, column 3": a policy for the DPO demonstration must write it too.
+    monkeypatch.setattr(critic.demo_judge, "DEMO_JUDGE_DIR", tmp_path / "no-weights")
+    assert main(["--out", str(tmp_path / "b"), "--policy-only", "--no-progress"]) == 0
+    assert wordings == ["ordinal", "numbers"]
