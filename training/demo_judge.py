@@ -102,17 +102,14 @@ class Stage:
     """Share of existence pairs whose wrong response is about another object ("Is there a green square?" - "Yes,
     there is a blue square."; ``training.synthetic``'s ``off_question``), as a weak policy answers."""
     off_question_families: tuple[str, ...] = ("existence",)
-    """The families ``off_question`` applies to (:data:`training.synthetic_questions.OFF_QUESTION_FAMILIES`; count:
-    "How many crosses are there?" - "There is 1 triangle."). Measured as a step on the shipped judge with count
-    included: count 96 -> 88% and count off-question answers no better caught (README), so the recipe keeps
-    existence only."""
+    """The families ``off_question`` applies to (:data:`training.synthetic_questions.OFF_QUESTION_FAMILIES`); with
+    count as a step on run 17, count fell 96 -> 88% (README), so the recipe keeps existence only."""
     lookup: tuple[str, ...] = ()
-    """Families whose critiques look each response's claim up in the image instead of stating the fact first ("It
-    says row 4, column 1; that cell is empty. Wrong."; :data:`training.synthetic.LOOKUP_FAMILIES`). Measured as a
-    step on the shipped judge: position 80 -> 46% (README), so the recipe does not use it."""
+    """Families whose critiques look each response's claim up in the image instead of stating the fact first
+    (:data:`training.synthetic.LOOKUP_FAMILIES`); as a step on run 17, position fell 80 -> 46% (README): unused."""
     near_miss: float = 0.0
-    """Share of position pairs whose wrong cell is another object's or next to the right one (``training.synthetic``'s
-    ``near_miss``), the mistakes a policy makes; uniformly drawn wrong cells are mostly empty and far."""
+    """Share of position pairs whose wrong cell is another object's or another of the right row or column, as a
+    policy errs (``training.synthetic``'s ``near_miss``)."""
 
     def __post_init__(self) -> None:
         unknown = set(self.families or ()) - set(FAMILIES)
@@ -134,15 +131,13 @@ class DemoRecipe:
 
     stages: tuple[Stage, ...] = (
         Stage(1, 4, 3000, 40000, answer=1.0), Stage(1, 4, 1500, 24000, answer=0.25),
-        # Run 12 stopped while still rising; as scripts on its judge, a second schedule at half the rate took it from
-        # 82% to 85%, then one on the families that lagged (a share of the rest kept) to 88% (existence 68 -> 88%,
-        # hallucination 84 -> 98%). As these two stages (run 13, the shipped judge): 86.7%.
+        # Run 12 stopped while still rising: a second schedule at half the rate, then the families that lagged (a
+        # share of the rest kept). Run 13: 86.7%.
         Stage(1, 4, 1000, 24000, answer=0.25, learning_rate=1e-3),
         Stage(1, 4, 1000, 24000, answer=0.25, learning_rate=1e-3,
               families=("existence", "count", "position", "hallucination"), other_families=0.15),
         # Count stated wrong (60%): count critiques that list the matching objects first ("Squares: green, red. There
-        # are 2 squares."), with 15% of the other families kept. As an 800-step script on run 13's judge: count
-        # 60 -> 80%, all 86.7 -> 89.3%; plain count critiques 62%. Listing position's row instead: position 84 -> 76%.
+        # are 2 squares."), with 15% of the other families kept. Run 14: count 60 -> 82%.
         Stage(1, 4, 1000, 24000, answer=0.25, learning_rate=1e-3, families=("count",), other_families=0.15,
               listing=("count",)),
         # Run 14 (90.0%) lost position (84 -> 76%) while counting got better: the three families under 90%, still
@@ -154,9 +149,7 @@ class DemoRecipe:
         Stage(1, 4, 1000, 24000, answer=0.25, learning_rate=1e-3, families=("count", "position", "hallucination"),
               other_families=0.3, listing=("count",)),
         # Run 16 rated a weak policy's off-question answers ("Is there a green square?" - "Yes, there is a blue
-        # square.") 10/10 in the DPO demonstration: existence, count and position with half the existence pairs
-        # off-question and 25% of the rest. Run 17, the shipped judge: 95.3% (position 80%); off-question pairs
-        # 61 -> 73%.
+        # square.") 10/10: half the existence pairs off-question. Run 17 (numbers wording): 95.3%, position 80%.
         Stage(1, 4, 1000, 24000, answer=0.25, learning_rate=1e-3, families=("existence", "count", "position"),
               other_families=0.25, listing=("count",), off_question=0.5))
     vision: VisionPretrainConfig | None = field(default_factory=lambda: VisionPretrainConfig(
@@ -251,8 +244,7 @@ stayed at the 60% baseline), was still at chance (50%) after 600 critique steps.
 def with_position_wording(recipe: DemoRecipe, wording: str) -> DemoRecipe:
     """``recipe`` with position claims in ``wording`` (:data:`training.synthetic_questions.POSITION_WORDINGS`); for
     ``ordinal`` the vision pre-training also aligns the row head to the ordinal words and the column head to the
-    digits, the point of that wording (rows and columns then pull a visual token towards different words), for at
-    least ``ORDINAL_VISION_STEPS`` steps."""
+    digits (the point of that wording), for at least ``ORDINAL_VISION_STEPS`` steps."""
     check_wording(wording, 4)
     if wording != "ordinal" or recipe.vision is None:
         return replace(recipe, position_wording=wording)
@@ -264,27 +256,22 @@ def with_position_wording(recipe: DemoRecipe, wording: str) -> DemoRecipe:
 
 
 ORDINAL_VISION_STEPS = 1200
-"""Word-aligned row heads learn slower than linear ones: in a full build after the check stage, 600 steps left the
-row head at 29% per cell (column 75%), where the default heads reach 100% at 600; a short probe reached 100% at
-1,200."""
+"""Word-aligned row heads learn slower than linear ones: 600 steps left the row head at 29% per cell in a full build
+(the default heads: 100%); 1,200 reached 100%."""
 
 SHAPE_STAGE = Stage(1, 4, 2000, 24000, answer=0.5, learning_rate=1e-3, families=("shape",), other_families=0.3,
                     listing=("count",))
-"""The ordinal recipe's last step: shape pairs with half of them short answers ("The blue object is a circle."),
-30% of the other families. The ordinal wording's eight stages read position at 96% but shape at 78%: its shape
-errors name another object of the scene, the colour-keyed lookup that short answers learn late and in a jump
-(README). Measured on that build (one seed): 300 held-out pairs 92.7 -> 96.7%, shape 78 -> 96%, position 96 -> 94%,
-pointwise agreement 91.7 -> 96.7%; 1,000 steps of it had left shape at 84%."""
+"""The ordinal recipe's stage 8: shape pairs, half of them short answers, 30% of the other families. Its eight
+stages before read shape at 78% (another object's shape: the colour-keyed lookup comes late). Measured (one seed):
+300 held-out pairs 92.7 -> 96.7%, shape 78 -> 96%; 1,000 steps of it had left shape at 84% (README)."""
 
 
 NEAR_MISS_STAGE = Stage(1, 4, 2000, 24000, answer=0.2, learning_rate=5e-4, families=("position", "count"),
                         other_families=0.3, listing=("count",), near_miss=0.7)
-"""The ordinal recipe's last step: position and count pairs, 70% of the position pairs with a wrong cell that a
-policy names (another object's, or another of the right row or column: ``near_miss``), 30% of the other families,
-a fifth short answers, at half the shape step's rate. After the shape step the judge still scored a policy's
-"right column, wrong row" answers 10 of 10 pointwise (as the DPO demonstration's chosen answers; README). Measured
-on that build (one seed): 300 held-out pairs 96.7 -> 97.0% (position 94 -> 98%, shape 96 -> 94%), 300 position
-pairs 91.3 -> 98.0%, DPO pairs right 84.0 -> 89.0% with the midpoint gate."""
+"""The ordinal recipe's stage 9, its last: position and count pairs, 70% of the position pairs with a wrong cell a
+policy names (``near_miss``), 30% of the rest. After stage 8 the judge scored a policy's "right column, wrong row"
+answers 10 of 10. Measured (one seed): 300 held-out pairs 96.7 -> 97.0%, 300 position pairs 91.3 -> 98.0%, DPO
+pairs right 84.0 -> 89.0% with the midpoint gate (README)."""
 
 
 def ordinal_recipe() -> DemoRecipe:

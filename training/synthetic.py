@@ -325,7 +325,7 @@ def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str
     have no leading observation and each critique looks its claim's cell up (:func:`_lookup_critique`); the fact
     moves to ``meta.fact``. ``position_wording`` (:data:`POSITION_WORDINGS`, see :func:`where`): how position claims
     name a cell; rows written with ``ordinal`` record it in ``meta.position_wording``. ``near_miss``: the share of
-    position rows (never a noisy one) whose wrong cell is another object's or next to the right one
+    position rows (never a noisy one) whose wrong cell is another object's or another of the right row or column
     (:func:`training.synthetic_questions.near_miss_claim`; ``meta.near_miss`` is true), from each row's own stream.
     Raises ``ValueError`` for bad arguments.
     """
@@ -472,8 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how position claims name a cell: numbers 'row 2, column 3' (default); ordinal 'the "
                              "second row, column 3' (rows and columns in different words)")
     parser.add_argument("--near-miss", type=float, default=0.0,
-                        help="share of position rows whose wrong cell is another object's or next to the right one, "
-                             "as a confused policy answers (default 0: any other cell)")
+                        help="share of position rows whose wrong cell is another object's or another cell of the "
+                             "right row or column, as a confused policy answers (default 0: any other cell)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
 
