@@ -292,6 +292,18 @@ def test_thresholds_drop_small_margins_and_chosen_answers_that_look_wrong() -> N
     assert select_pair("x", *selection([8.0, 2.0], [(0, 1, 0)]), min_margin=2.0, min_chosen_score=5.5).dropped is None
 
 
+def test_the_unbeaten_gate_drops_a_best_scored_winner_that_lost_a_match() -> None:
+    # 0 beat 1, then lost to 2; 0 has the best score among the winners {0, 2}, so it is chosen and the gate drops it
+    ranking, scoring = selection([9.0, 1.0, 8.0], [(0, 1, 0), (0, 2, 2)])
+    plain = select_pair("x", ranking, scoring)
+    assert (plain.chosen, plain.rejected, plain.dropped) == (0, 1, None)
+    gated = select_pair("x", ranking, scoring, require_unbeaten=True)
+    assert gated.dropped == "chosen lost a pairwise match" and gated.chosen == 0
+    # a tie is not a loss, and an unbeaten chosen passes
+    assert select_pair("x", *selection([9.0, 1.0, 8.0], [(0, 1, 0), (0, 2, None)]), require_unbeaten=True).dropped is None
+    assert select_pair("x", *selection([8.0, 1.0, 9.0], [(0, 1, 0), (0, 2, 2)]), require_unbeaten=True).dropped is None
+
+
 _TAG = re.compile(r"zq(\d+)x")
 
 
@@ -458,6 +470,7 @@ def test_demonstration_commands_write_their_reports_and_figures(tiny_qwen2_vl_di
     assert [g["kept"] for g in report["margin_sweep"]] == sorted((g["kept"] for g in report["margin_sweep"]),
                                                                  reverse=True)
     assert report["margin_sweep"][0]["kept"] == report["kept"]
+    assert report["unbeaten"]["kept"] <= report["kept"]
     assert (tmp_path / "d" / "dpo_quality.png").exists()
 
 

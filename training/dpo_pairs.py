@@ -87,10 +87,11 @@ class DPOPair:
 
 
 def select_pair(item_id: str | None, ranking: Selection, scoring: Selection, *, min_margin: float = 0.0,
-                min_chosen_score: float | None = None) -> DPOPair:
+                min_chosen_score: float | None = None, require_unbeaten: bool = False) -> DPOPair:
     """The chosen/rejected rule on one prompt's Swiss matches (``ranking``) and pointwise scores (``scoring``).
-    The pair is dropped unless chosen outscores rejected by more than ``min_margin`` and, when given, chosen's own
-    score is at least ``min_chosen_score``."""
+    The pair is dropped unless chosen outscores rejected by more than ``min_margin``, when given chosen's own score
+    is at least ``min_chosen_score``, and with ``require_unbeaten`` chosen lost no pairwise match: a best-scored
+    winner that another candidate beat head to head is one the two kinds of judgment disagree about."""
     winners = {m.winner for m in ranking.matches if m.winner is not None and m.b != -1}
     losers = {m.a if m.winner == m.b else m.b for m in ranking.matches if m.winner is not None and m.b != -1}
     scores = scoring.scores
@@ -110,18 +111,20 @@ def select_pair(item_id: str | None, ranking: Selection, scoring: Selection, *, 
                         + (f" by more than {min_margin:g}" if min_margin > 0 else ""))
     elif min_chosen_score is not None and scores[chosen] < min_chosen_score:  # type: ignore[operator]
         pair.dropped = f"chosen's score {scores[chosen]:.2f} is under {min_chosen_score:g}: no candidate looks right"
+    elif require_unbeaten and chosen in losers:
+        pair.dropped = "chosen lost a pairwise match"
     return pair
 
 
 def build_pairs(items: Sequence[Item], candidates: Sequence[Sequence[Candidate]], judge: Judge, *,
-                rounds: int = 3, min_margin: float = 0.0, min_chosen_score: float | None = None
-                ) -> tuple[list[DPOPair], list[Selection], list[Selection]]:
+                rounds: int = 3, min_margin: float = 0.0, min_chosen_score: float | None = None,
+                require_unbeaten: bool = False) -> tuple[list[DPOPair], list[Selection], list[Selection]]:
     """Rank (Swiss, ``rounds``) and score (pointwise) every prompt's candidates, then apply :func:`select_pair`.
     Returns the pairs with the two selections behind each, for auditing."""
     ranking = Swiss(rounds=rounds).select(items, candidates, judge)
     scoring = PointwiseBestOfN().select(items, candidates, judge)
-    pairs = [select_pair(item.id, r, s, min_margin=min_margin, min_chosen_score=min_chosen_score)
-             for item, r, s in zip(items, ranking, scoring)]
+    pairs = [select_pair(item.id, r, s, min_margin=min_margin, min_chosen_score=min_chosen_score,
+                         require_unbeaten=require_unbeaten) for item, r, s in zip(items, ranking, scoring)]
     return pairs, ranking, scoring
 
 
@@ -217,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="drop a prompt unless chosen outscores rejected by more than this (default 0)")
     parser.add_argument("--min-chosen-score", type=float, default=None,
                         help="drop a prompt whose chosen candidate scores under this (e.g. the scale's midpoint)")
+    parser.add_argument("--require-unbeaten", action="store_true",
+                        help="drop a prompt whose chosen candidate lost a pairwise match (pointwise and pairwise "
+                             "judgments disagree about it)")
     parser.add_argument("--beta", type=float, default=0.1, help="DRS β₀")
     parser.add_argument("--drs-w", type=float, default=1.0, help="DRS w")
     parser.add_argument("--drs-k", type=float, default=0.5, help="DRS k")
@@ -264,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             chunk = items[start: start + args.chunk_size]
             candidates = policy.sample(chunk, args.n, sampling)
             pairs, _, _ = build_pairs(chunk, candidates, judge, rounds=args.rounds, min_margin=args.min_margin,
-                                      min_chosen_score=args.min_chosen_score)
+                                      min_chosen_score=args.min_chosen_score, require_unbeaten=args.require_unbeaten)
             for item, cands, pair in zip(chunk, candidates, pairs):
                 if pair.dropped is None:
                     handle.write(json.dumps(dpo_row(item, cands, pair, drs)) + "\n")

@@ -298,9 +298,12 @@ def dpo_demo(judge: Judge, policy_dir: str, out: Path, *, n: int = 100, n_candid
     # both as right, so at least one reading is wrong - has a small margin.
     margin_sweep = [{"min_margin": gate, **quality(kept_rows(gated(min_margin=gate, min_chosen_score=midpoint)))}
                     for gate in (0.0, *(round(span * f, 4) for f in (0.1, 0.25, 0.5, 0.75)))]
+    # A third gate: chosen must not have lost a Swiss match (the pairwise judgments agree with the pointwise pick).
+    unbeaten = quality(kept_rows(gated(min_chosen_score=midpoint, require_unbeaten=True)))
     result = {"prompts": len(items), "position_wording": position_wording, "min_chosen_score": midpoint,
               **quality(rows["chosen_at_least_midpoint"]),
               "no_threshold": quality(rows["no_threshold"]), "sweep": sweep, "margin_sweep": margin_sweep,
+              "unbeaten": unbeaten,
               "prompts_with_a_right_candidate": sum(any(r) for r in right) / max(len(items), 1),
               "candidates_right": sum(map(sum, right)) / max(sum(len(r) for r in right), 1)}
     _plot_bars(result, out / "dpo_quality.png")
