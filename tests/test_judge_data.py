@@ -442,6 +442,11 @@ def test_the_demonstrations_refuse_a_judge_and_policy_built_on_different_positio
     with pytest.raises(SystemExit):
         judge_data_demo.main(["dpo", "--judge", str(judge), "--policy", str(policy), "--out", str(tmp_path / "d")])
     assert not (tmp_path / "d" / "data").exists()
+    (policy / "policy_report.json").write_text(json.dumps({"recipe": {"position_wording": "ordinal"}}))
+    with pytest.raises(SystemExit):  # the held-out seed of the recipes is not a fresh seed for the questions
+        judge_data_demo.main(["dpo", "--judge", str(judge), "--policy", str(policy), "--out", str(tmp_path / "d"),
+                              "--seed", "1"])
+    assert not (tmp_path / "d" / "data").exists()
 
 
 def test_demonstration_commands_write_their_reports_and_figures(tiny_qwen2_vl_dir: Path, tmp_path: Path) -> None:
