@@ -22,7 +22,8 @@ overall within one row, per family within two. Different seeds never share a sce
 scenes it owns, about ``1/2**(s+1)`` of each space (see :mod:`training.synthetic_scenes`), so a held-out seed is
 disjoint from every training seed. ``--noise F`` flips exactly ``round(F*n)`` preferences (Python's ``round``), half
 from A-preferred and half from B-preferred rows so the overall balance stays within two, chosen by their own random
-stream so that the other rows do not change. A flipped row reads as a consistent label from an annotator who misread
+stream so that the other rows do not change; ``--noise-model confusion`` flips ``round(F*n)`` of each family's rows,
+the look-alike pairs first, as a confused annotator would (:mod:`training.synthetic_noise`). A flipped row reads as a consistent label from an annotator who misread
 the image: its observation states the wrong response's fact, that response's critique says "Right.", the other's
 says "Wrong.", the scores swap, and ``meta.noisy`` is true. ``--off-question F`` gives that share of the clean
 existence rows a wrong response about another object ("Yes, there is a blue square." to "Is there a green square?"),
@@ -47,6 +48,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from training.synthetic_noise import DEFAULT_SHARPNESS, NOISE_MODELS, confusion, noisy_rows
 from training.synthetic_questions import (
     FAMILIES,
     OFF_QUESTION_FAMILIES,
@@ -256,18 +258,6 @@ def _plan(n: int, families: tuple[str, ...], rng: random.Random) -> tuple[list[s
     return fams, positions
 
 
-def _noisy_rows(positions: list[str], noise: float, seed: int) -> set[int]:
-    """Exactly round(noise * n) rows to flip, half among right-is-A rows and half among right-is-B rows."""
-    # Its own stream, so that adding noise changes only the flipped rows.
-    rng = random.Random(f"critic-synthetic-noise-{seed}")
-    m = round(noise * len(positions))
-    a_rows = [i for i, p in enumerate(positions) if p == "A"]
-    b_rows = [i for i, p in enumerate(positions) if p == "B"]
-    m_a = m // 2 + (m % 2 if rng.random() < 0.5 else 0)
-    m_a = min(max(m_a, m - len(b_rows)), len(a_rows))
-    return set(rng.sample(a_rows, m_a)) | set(rng.sample(b_rows, m - m_a))
-
-
 def _make_row(index: int, width: int, seed: int, family: str, position: str, noisy: bool, scene: Scene,
               question: Question, grid: int, cell: int, critique_style: str,
               listing: tuple[str, ...] = (), lookup: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -311,8 +301,8 @@ def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str
                    cell: int = 28, min_objects: int = 1, max_objects: int = 4, critique_style: str = "restate",
                    listing: Sequence[str] | str = (), off_question: float = 0.0,
                    off_question_families: Sequence[str] | str = ("existence",), lookup: Sequence[str] | str = (),
-                   position_wording: str = "numbers", near_miss: float = 0.0,
-                   progress: bool = False) -> list[dict[str, Any]]:
+                   position_wording: str = "numbers", near_miss: float = 0.0, noise_model: str = "uniform",
+                   noise_sharpness: float = DEFAULT_SHARPNESS, progress: bool = False) -> list[dict[str, Any]]:
     """``n`` preference rows for ``seed`` (schema in the module docstring); images are drawn by `write_dataset`.
 
     ``families`` is a sequence of names or a comma-separated string; object counts are uniform over
@@ -327,8 +317,13 @@ def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str
     name a cell; rows written with ``ordinal`` record it in ``meta.position_wording``. ``near_miss``: the share of
     position rows (never a noisy one) whose wrong cell is another object's or another of the right row or column
     (:func:`training.synthetic_questions.near_miss_claim`; ``meta.near_miss`` is true), from each row's own stream.
+    ``noise_model`` (:data:`training.synthetic_noise.NOISE_MODELS`): which rows ``noise`` flips, ``uniform`` at
+    random or ``confusion`` on the rows whose two claims look alike (:func:`training.synthetic_noise.noisy_rows`,
+    weights ``confusion ** noise_sharpness``; rows made with it record ``meta.confusion``).
     Raises ``ValueError`` for bad arguments.
     """
+    if noise_model not in NOISE_MODELS:
+        raise ValueError(f"noise_model must be one of {', '.join(NOISE_MODELS)}, got {noise_model!r}")
     families = _check_args(n, seed, noise, families, grid, cell, min_objects, max_objects)
     listing = check_listing(listing)
     lookup = check_lookup(lookup, listing)
@@ -343,9 +338,10 @@ def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str
     rng = random.Random(seed)
     spaces = [SceneSpace(grid, k) for k in range(min_objects, max_objects + 1)]
     fams, positions = _plan(n, families, rng)
-    noisy = _noisy_rows(positions, noise, seed)
     width = max(6, len(str(n - 1)))
-    rows = []
+    # Every scene and question first (the main stream alone), so that the confusion model can pick the rows to
+    # flip from their questions; the uniform model's choice does not depend on them.
+    drawn: list[tuple[Scene, Question]] = []
     for i in tqdm(range(n), desc="scenes", unit="row", disable=not progress, file=sys.stderr):
         ask = asker(fams[i], wording)
         target = rng.random()
@@ -358,6 +354,12 @@ def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str
             raise RuntimeError(f"found no scene owned by seed {seed} for a {fams[i]!r} question in {MAX_TRIES} "
                                f"tries (grid {grid}, {min_objects}..{max_objects} objects); try a smaller seed or "
                                f"other object counts")
+        drawn.append((scene, question))
+    confusions = [confusion(fams[i], question, scene, grid, max_objects) for i, (scene, question) in
+                  enumerate(drawn)] if noise_model == "confusion" else None
+    noisy = noisy_rows(positions, noise, seed, noise_model, fams, confusions, noise_sharpness)
+    rows = []
+    for i, (scene, question) in enumerate(drawn):
         off = False
         if off_question > 0 and fams[i] in off_families and i not in noisy:
             own = random.Random(f"critic-synthetic-off-question-{seed}-{i}")
@@ -374,6 +376,8 @@ def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str
             row["meta"]["off_question"] = True
         if near:
             row["meta"]["near_miss"] = True
+        if confusions is not None:
+            row["meta"]["confusion"] = round(confusions[i], 4)
         if wording != "numbers":  # only then, so that the default rows stay byte-identical to earlier versions
             row["meta"]["position_wording"] = wording
         rows.append(row)
@@ -385,6 +389,7 @@ def write_dataset(out_dir: str | Path, n: int, seed: int, noise: float = 0.0,
                   max_objects: int = 4, critique_style: str = "restate", listing: Sequence[str] | str = (),
                   off_question: float = 0.0, off_question_families: Sequence[str] | str = ("existence",),
                   lookup: Sequence[str] | str = (), position_wording: str = "numbers", near_miss: float = 0.0,
+                  noise_model: str = "uniform", noise_sharpness: float = DEFAULT_SHARPNESS,
                   progress: bool = False) -> Path:
     """Generate rows as `generate_pairs` does and write ``out_dir/pairs.jsonl`` and ``out_dir/images/*.png``.
 
@@ -393,7 +398,8 @@ def write_dataset(out_dir: str | Path, n: int, seed: int, noise: float = 0.0,
     rows = generate_pairs(n, seed, noise=noise, families=families, grid=grid, cell=cell, min_objects=min_objects,
                           max_objects=max_objects, critique_style=critique_style, listing=listing,
                           off_question=off_question, off_question_families=off_question_families, lookup=lookup,
-                          position_wording=position_wording, near_miss=near_miss, progress=progress)
+                          position_wording=position_wording, near_miss=near_miss, noise_model=noise_model,
+                          noise_sharpness=noise_sharpness, progress=progress)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     for row in tqdm(rows, desc="images", unit="img", disable=not progress, file=sys.stderr):
@@ -445,6 +451,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0,
                         help="seed; different seeds never share a scene (seed s owns ~1/2**(s+1) of the scenes)")
     parser.add_argument("--noise", type=float, default=0.0, help="fraction of preferences to flip (default 0)")
+    parser.add_argument("--noise-model", default="uniform", choices=NOISE_MODELS,
+                        help="which preferences --noise flips: uniform (at random; default) or confusion (each "
+                             "family's look-alike pairs first, as a confused annotator would: orange for yellow, the "
+                             "next cell)")
+    parser.add_argument("--noise-sharpness", type=float, default=DEFAULT_SHARPNESS,
+                        help=f"confusion model: flip weights are confusion ** this (default {DEFAULT_SHARPNESS:g}; 0 is "
+                             "uniform within each family)")
     parser.add_argument("--families", default=",".join(FAMILIES),
                         help=f"comma-separated question families (default: {','.join(FAMILIES)})")
     parser.add_argument("--grid", type=int, default=4, help="cells per side (default 4)")
@@ -487,10 +500,12 @@ def main(argv: list[str] | None = None) -> int:
                              critique_style=args.critique_style, listing=args.listing,
                              off_question=args.off_question, off_question_families=args.off_question_families,
                              lookup=args.lookup, position_wording=args.position_wording, near_miss=args.near_miss,
+                             noise_model=args.noise_model, noise_sharpness=args.noise_sharpness,
                              progress=not args.no_progress)
     except ValueError as exc:
         parser.error(str(exc))
-    noisy = round(args.noise * args.n)
+    with path.open(encoding="utf-8") as f:
+        noisy = sum(json.loads(line)["meta"]["noisy"] for line in f)
     print(f"wrote {args.n} rows ({noisy} noisy) to {path}")
     return 0
 
