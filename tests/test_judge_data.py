@@ -484,7 +484,7 @@ def test_egt_demonstration_quick_runs_noisy_curated_and_clean_judges(tmp_path: P
     from training import judge_data_demo
 
     args = ["egt", "--out", str(tmp_path), "--quick", "--noise", "0.4", "--drop", "0.25", "--critique-pairs", "40",
-            "--no-progress"]
+            "--noise-model", "confusion", "--no-progress"]
     assert judge_data_demo.main(args) == 0
     report = json.loads((tmp_path / "egt_report.json").read_text())
     # --critique-pairs sets the critique stages' pair count only (the answer-only stage 0 keeps the recipe's 64).
@@ -501,6 +501,7 @@ def test_egt_demonstration_quick_runs_noisy_curated_and_clean_judges(tmp_path: P
     assert set(report["auc_entropy_vs_flipped"]) == {"token", "label", "peak"}
     noisy = read_preferences(tmp_path / "a_noisy" / "build" / "stage1" / "pairs.jsonl").pairs
     assert 0 < sum(p.meta["noisy"] for p in noisy) < len(noisy)  # the critique stage's labels were flipped
+    assert all("confusion" in p.meta for p in noisy) and report["noise_model"] == "confusion"  # by look-alike pairs
     clean = read_preferences(tmp_path / "c_clean" / "build" / "stage1" / "pairs.jsonl").pairs
     assert not any(p.meta["noisy"] for p in clean)
     curated = json.loads((tmp_path / "b_egt" / "demo_report.json").read_text())

@@ -261,6 +261,8 @@ def test_a_recipe_whose_critique_budget_cannot_fit_the_context_is_refused() -> N
     with pytest.raises(ValueError, match="no prompt would fit"):
         replace(DemoRecipe(), critique_max_chars=500)
     assert DemoRecipe().judge_config().critique_max_chars == 320  # fact-first critiques: fact, then two checks
+    with pytest.raises(ValueError, match="noise_model one of"):
+        replace(DemoRecipe(), noise=0.3, noise_model="annotator")
 
 
 def test_the_ordinal_wording_aligns_the_towers_row_and_column_heads_to_its_words() -> None:

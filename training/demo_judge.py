@@ -63,6 +63,7 @@ from training.synthetic import (
     resolve_wording,
     write_dataset,
 )
+from training.synthetic_noise import DEFAULT_SHARPNESS, NOISE_MODELS
 from training.synthetic_questions import ORDINALS, POSITION_WORDINGS
 from training.vision_pretrain import VisionPretrainConfig, pretrain_vision
 
@@ -184,6 +185,8 @@ class DemoRecipe:
     noise: float = 0.0
     """Share of the critique stages' training preferences flipped (with their critiques and facts): the noisy-label
     setting of entropy-guided training. Answer-only stages and held-out pairs stay clean."""
+    noise_model: str = "uniform"  # which rows noise flips, and how sharply: training.synthetic_noise.noisy_rows
+    noise_sharpness: float = DEFAULT_SHARPNESS
     check_steps: int = 1200
     """Steps of the text-only check primitive before everything else (:func:`check_examples`); 0 skips it. Measured
     alone: 93% / 99% / 99.8% of held-out checks right after 750 / 1,000 / 1,250 steps; run 10's 600 stayed at 60%;
@@ -204,8 +207,8 @@ class DemoRecipe:
 
     def __post_init__(self) -> None:
         check_wording(self.position_wording, 4)
-        if not 0.0 <= self.noise < 1.0:
-            raise ValueError("noise must be in [0, 1)")
+        if not 0.0 <= self.noise < 1.0 or self.noise_model not in NOISE_MODELS:
+            raise ValueError(f"noise must be in [0, 1) and noise_model one of {NOISE_MODELS}")
         for stage in self.stages:
             if stage.describe < 0 or stage.answer < 0 or stage.describe + stage.answer > 1:
                 raise ValueError(f"a stage's describe and answer shares must be >= 0 and sum to <= 1: {stage}")
@@ -233,12 +236,9 @@ SMALL = DemoRecipe(stages=(Stage(1, 1, 400, 6000, answer=1.0, families=("colour"
                            Stage(1, 1, 800, 6000, answer=0.25, families=("colour", "shape"))),
                    check_steps=1200, heldout_pairs=160, heldout_max_objects=1, heldout_families=("colour", "shape"),
                    eval_pairs=48, eval_every=400)
-"""About 17 minutes: the shipped recipe's steps on single-object scenes with colour and shape questions only, and
-shorter (check primitive, vision pre-training, 400 short-answer steps, 800 critique steps). For experiments that
-need several judges (:mod:`training.critique_ablation`, the small entropy-guided training demonstration), where the
-question is how a target or a curation changes learning, not how a multi-object scene is read. Measured: a first
-version without the vision and short-answer steps, whose tokenizer knew only colour and shape pairs (its check stage
-stayed at the 60% baseline), was still at chance (50%) after 600 critique steps."""
+"""About 17 minutes: the shipped recipe's steps, shorter, on single-object colour and shape questions, for experiments
+that need several judges (:mod:`training.critique_ablation`, the small EGT demonstration). Without the vision and
+short-answer steps (and a tokenizer of these pairs alone) it was at chance after 600 critique steps."""
 
 
 def with_position_wording(recipe: DemoRecipe, wording: str) -> DemoRecipe:
@@ -371,6 +371,7 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
             continue
         noisy = recipe.noise if stage.describe + stage.answer < 1.0 else 0.0
         path = write_dataset(work / f"stage{k}", stage.pairs, seed=recipe.train_seed, noise=noisy,
+                             noise_model=recipe.noise_model, noise_sharpness=recipe.noise_sharpness,
                              min_objects=stage.min_objects, max_objects=stage.max_objects,
                              critique_style=recipe.critique_style, listing=stage.listing,
                              off_question=stage.off_question, off_question_families=stage.off_question_families,

@@ -41,6 +41,7 @@ from critic.preferences import read_preferences
 from training.entropy import ENTROPY_KINDS
 from training.filter import FilterRow, flag, plot_scores, precision_recall, read_rows, score_rows
 from training.synthetic import POSITION_WORDINGS, resolve_wording, write_dataset
+from training.synthetic_noise import DEFAULT_SHARPNESS, NOISE_MODELS
 
 DEMO_SEED = 3
 """Scene-space seed of the demonstrations' data: the demo judge trains on 0, holds out 1; the scaling demo uses 2."""
@@ -54,14 +55,15 @@ EGT_RECIPES = ("full", "small", "quick")
 
 
 def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "token", recipe: str = "full",
-             score_limit: int | None = None, critique_pairs: int | None = None,
-             progress: bool = True) -> dict[str, Any]:
+             score_limit: int | None = None, critique_pairs: int | None = None, noise_model: str = "uniform",
+             noise_sharpness: float = DEFAULT_SHARPNESS, progress: bool = True) -> dict[str, Any]:
     """Noisy SFT, warm-up entropies, curated + curriculum SFT and clean SFT, on one recipe and budget.
 
     ``recipe``: ``full`` (the shipped judge's, hours), ``small`` (:data:`training.demo_judge.SMALL`, single-object
     colour and shape scenes, about an hour for all three judges) or ``quick`` (plumbing). ``critique_pairs`` sets
     how many pairs each critique stage draws (steps unchanged, so fewer pairs are seen more often: the regime where
-    a judge fits its labels, flipped ones included). Resumable: a judge folder whose report has the same recipe
+    a judge fits its labels, flipped ones included). ``noise_model``/``noise_sharpness``: which pairs are flipped
+    (:mod:`training.synthetic_noise`: at random, or the look-alike pairs first, as a confused annotator). Resumable: a judge folder whose report has the same recipe
     (and, for (b), the same kept pairs) and the warm-up judge's ``entropy.jsonl`` are reused."""
     from dataclasses import replace
 
@@ -78,7 +80,7 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
             raise ValueError(f"critique_pairs must be >= 1, got {critique_pairs}")
         base = replace(base, stages=tuple(s if s.describe + s.answer >= 1.0 else replace(s, pairs=critique_pairs)
                                           for s in base.stages))
-    noisy = replace(base, noise=noise)
+    noisy = replace(base, noise=noise, noise_model=noise_model, noise_sharpness=noise_sharpness)
     _log("(a) noisy SFT; it is also the warm-up judge")
     report_a, reused = _build_or_reuse(out / "a_noisy", noisy, progress=progress)
     stage = next(k for k, s in enumerate(noisy.stages) if s.describe + s.answer < 1.0)
@@ -108,6 +110,11 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
                    for kind, rows in by_kind.items() if len(rows) > 1}
     areas = {kind: auc([s.value(kind) for s in rows], [flipped[s.id] for s in rows])  # type: ignore[misc]
              for kind, rows in by_kind.items() if rows}
+    # With the confusion noise model: does the entropy follow how alike a pair's claims look (what the flips follow)?
+    alike = {p.id: p.meta["confusion"] for p in pairs if "confusion" in p.meta}
+    versus_confusion = {kind: spearman([s.value(kind) for s in rows if s.id in alike],  # type: ignore[misc]
+                                       [alike[s.id] for s in rows if s.id in alike])
+                        for kind, rows in by_kind.items() if sum(s.id in alike for s in rows) > 1}
     curation = curate(scores, by=by, drop=drop)  # type: ignore[arg-type]
     unscored = {p.id for p in stage_pairs[len(pairs):]}  # beyond --score-limit: kept, as curate keeps the unscored
     keep = set(curation.kept) | unscored
@@ -118,10 +125,12 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
     report_c, _ = _build_or_reuse(out / "c_clean", base, progress=progress)
     dropped_flip = sum(flipped[i] for i in curation.dropped) / max(len(curation.dropped), 1)
     result = {
-        "recipe": recipe, "critique_pairs": critique_pairs, "noise": noise, "drop": drop, "by": by,
+        "recipe": recipe, "critique_pairs": critique_pairs, "noise": noise, "noise_model": noise_model,
+        "noise_sharpness": noise_sharpness, "drop": drop, "by": by,
         "scored_pairs": len(scored),
         "spearman_entropy_vs_flipped": correlation,
         "auc_entropy_vs_flipped": areas,
+        **({"spearman_entropy_vs_confusion": versus_confusion} if versus_confusion else {}),
         "flip_rate_dropped": dropped_flip,
         "flip_rate_kept": sum(flipped.get(i, False) for i in curation.kept) / max(len(curation.kept), 1),
         "accuracy": {"a_noisy": report_a["accuracy"], "b_egt": report_b["accuracy"], "c_clean": report_c["accuracy"]},
@@ -361,6 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
     egt = sub.add_parser("egt", help="entropy-guided curation and curriculum vs noisy and clean SFT")
     egt.add_argument("--out", required=True)
     egt.add_argument("--noise", type=float, default=0.3, help="share of flipped preferences")
+    egt.add_argument("--noise-model", choices=NOISE_MODELS, default="uniform",
+                     help="which preferences are flipped: uniform (at random; default) or confusion (each family's "
+                          "look-alike pairs first, as a confused annotator would)")
+    egt.add_argument("--noise-sharpness", type=float, default=DEFAULT_SHARPNESS,
+                     help=f"confusion model: flip weights are confusion ** this (default {DEFAULT_SHARPNESS:g})")
     egt.add_argument("--drop", type=float, default=0.3, help="share of highest-entropy pairs to drop")
     egt.add_argument("--by", choices=ENTROPY_KINDS, default="token",
                      help="the entropy that curates and orders: token (mean per token), peak (largest per token) "
@@ -412,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(egt_demo(out, noise=args.noise, drop=args.drop, by=args.by,
                                   recipe="quick" if args.quick else args.recipe,
                                   score_limit=args.score_limit, critique_pairs=args.critique_pairs,
+                                  noise_model=args.noise_model, noise_sharpness=args.noise_sharpness,
                                   progress=not args.no_progress), indent=2))
         return 0
     try:
