@@ -484,7 +484,7 @@ def test_egt_demonstration_quick_runs_noisy_curated_and_clean_judges(tmp_path: P
     from training import judge_data_demo
 
     args = ["egt", "--out", str(tmp_path), "--quick", "--noise", "0.4", "--drop", "0.25", "--critique-pairs", "40",
-            "--noise-model", "confusion", "--no-progress"]
+            "--noise-model", "confusion", "--ablation", "--no-progress"]
     assert judge_data_demo.main(args) == 0
     report = json.loads((tmp_path / "egt_report.json").read_text())
     # --critique-pairs sets the critique stages' pair count only (the answer-only stage 0 keeps the recipe's 64).
@@ -492,11 +492,31 @@ def test_egt_demonstration_quick_runs_noisy_curated_and_clean_judges(tmp_path: P
     assert len(read_preferences(tmp_path / "a_noisy" / "build" / "stage0" / "pairs.jsonl").pairs) == 64
     assert report["critique_pairs"] == 40 and (tmp_path / "entropy.jsonl").is_file()
     # Run again: the three finished builds and the entropies are reused, and the report is the same.
-    weights = {k: (tmp_path / k / "model.safetensors").stat().st_mtime_ns for k in ("a_noisy", "b_egt", "c_clean")}
+    weights = {k: (tmp_path / k / "model.safetensors").stat().st_mtime_ns
+               for k in ("a_noisy", "b_egt", "c_clean", "b_curation", "b_curriculum")}
     assert judge_data_demo.main(args) == 0
     assert {k: (tmp_path / k / "model.safetensors").stat().st_mtime_ns for k in weights} == weights
     assert json.loads((tmp_path / "egt_report.json").read_text()) == report
-    assert set(report["accuracy"]) == {"a_noisy", "b_egt", "c_clean"} and (tmp_path / "egt.png").exists()
+    assert set(report["accuracy"]) == {"a_noisy", "b_egt", "c_clean", "b_curation", "b_curriculum"}
+    assert (tmp_path / "egt.png").exists()
+    # The ablation's halves: curation alone trains on (b)'s kept pairs in their plain order, the curriculum alone on
+    # every noisy pair ordered by entropy.
+    def trained(name: str) -> dict:
+        return json.loads((tmp_path / name / "demo_report.json").read_text())
+
+    assert trained("b_curation")["steps"] == trained("b_egt")["steps"] == trained("b_curriculum")["steps"]
+    import hashlib
+
+    from training.entropy import curate, read_scores
+
+    scores = read_scores(tmp_path / "entropy.jsonl")
+    keep = sorted(curate(scores, by="token", drop=0.25).kept)  # every stage-1 pair is scored here (no --score-limit)
+    difficulty = sorted((s.id, s.token_entropy) for s in scores if s.token_entropy is not None)
+    for name, inputs in (("b_egt", {"keep": keep, "difficulty": difficulty}),
+                         ("b_curation", {"keep": keep, "difficulty": None}),
+                         ("b_curriculum", {"keep": None, "difficulty": difficulty})):
+        stamp = (tmp_path / name / "egt_inputs.sha256").read_text().strip()
+        assert stamp == hashlib.sha256(json.dumps(inputs).encode()).hexdigest(), name
     assert report["scored_pairs"] > 0 and set(report["spearman_entropy_vs_flipped"]) == {"token", "label", "peak"}
     assert set(report["auc_entropy_vs_flipped"]) == {"token", "label", "peak"}
     noisy = read_preferences(tmp_path / "a_noisy" / "build" / "stage1" / "pairs.jsonl").pairs

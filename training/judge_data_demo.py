@@ -1,6 +1,7 @@
 """Demonstrations of judge-guided data on the synthetic task: each writes a JSON report and a PNG figure.
 
     python -m training.judge_data_demo egt --out runs/egt_demo [--noise 0.3] [--drop 0.3] [--recipe full|small|quick]
+        [--noise-model uniform|confusion] [--ablation]
     python -m training.judge_data_demo filter --judge DIR --out runs/filter_demo [--n 300] [--corrupt 0.3]
     python -m training.judge_data_demo dpo --judge DIR --policy POLICY_DIR --out runs/dpo_demo [--n 100]
 
@@ -10,8 +11,10 @@
   removed, the rest ordered easy to hard, (c) on clean pairs. The report gives the Spearman correlation between a
   pair's entropy and whether its label was flipped (the claim: clearly positive; equivalently <= -0.5 against
   "label correct"), and the held-out accuracy of (a), (b), (c) (goal: (b) >= (a) + 5 points), with a figure of
-  flip rate by entropy bin and the three accuracies. Hours on a CPU with the shipped judge's recipe; ``--recipe
-  small`` runs the same comparison on single-object scenes in about an hour; ``--quick`` checks the plumbing.
+  flip rate by entropy bin and the three accuracies (``--ablation``: also curation alone and the curriculum
+  alone). ``--noise-model confusion`` flips look-alike pairs first (:mod:`training.synthetic_noise`). Hours on a
+  CPU with the shipped judge's recipe; ``--recipe small`` runs the same comparison on single-object scenes in about
+  an hour; ``--quick`` checks the plumbing.
 * ``filter``: held-out synthetic questions (a scene-space seed no recipe trains on) with one answer each; a known
   share ``--corrupt`` of the answers is the wrong response of the pair. The pointwise judge scores every answer,
   :mod:`training.filter` flags those below the scale's midpoint, and the report gives the flags' precision and
@@ -56,14 +59,17 @@ EGT_RECIPES = ("full", "small", "quick")
 
 def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "token", recipe: str = "full",
              score_limit: int | None = None, critique_pairs: int | None = None, noise_model: str = "uniform",
-             noise_sharpness: float = DEFAULT_SHARPNESS, progress: bool = True) -> dict[str, Any]:
+             noise_sharpness: float = DEFAULT_SHARPNESS, ablation: bool = False,
+             progress: bool = True) -> dict[str, Any]:
     """Noisy SFT, warm-up entropies, curated + curriculum SFT and clean SFT, on one recipe and budget.
 
     ``recipe``: ``full`` (the shipped judge's, hours), ``small`` (:data:`training.demo_judge.SMALL`, single-object
     colour and shape scenes, about an hour for all three judges) or ``quick`` (plumbing). ``critique_pairs`` sets
     how many pairs each critique stage draws (steps unchanged, so fewer pairs are seen more often: the regime where
     a judge fits its labels, flipped ones included). ``noise_model``/``noise_sharpness``: which pairs are flipped
-    (:mod:`training.synthetic_noise`: at random, or the look-alike pairs first, as a confused annotator). Resumable: a judge folder whose report has the same recipe
+    (:mod:`training.synthetic_noise`: at random, or the look-alike pairs first, as a confused annotator).
+    ``ablation``: two more judges, curation alone (``b_curation``) and the curriculum alone on every noisy pair
+    (``b_curriculum``), to tell which half of EGT moves the accuracy. Resumable: a judge folder whose report has the same recipe
     (and, for (b), the same kept pairs) and the warm-up judge's ``entropy.jsonl`` are reused."""
     from dataclasses import replace
 
@@ -123,6 +129,12 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
     report_b, _ = _build_or_reuse(out / "b_egt", noisy, keep=keep, difficulty=difficulty, progress=progress)  # type: ignore[arg-type]
     _log("(c) clean SFT")
     report_c, _ = _build_or_reuse(out / "c_clean", base, progress=progress)
+    parts = {}
+    if ablation:
+        _log("ablation: curation alone, then the curriculum alone")
+        parts["b_curation"], _ = _build_or_reuse(out / "b_curation", noisy, keep=keep, progress=progress)
+        parts["b_curriculum"], _ = _build_or_reuse(out / "b_curriculum", noisy, difficulty=difficulty,  # type: ignore[arg-type]
+                                                   progress=progress)
     dropped_flip = sum(flipped[i] for i in curation.dropped) / max(len(curation.dropped), 1)
     result = {
         "recipe": recipe, "critique_pairs": critique_pairs, "noise": noise, "noise_model": noise_model,
@@ -133,9 +145,10 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
         **({"spearman_entropy_vs_confusion": versus_confusion} if versus_confusion else {}),
         "flip_rate_dropped": dropped_flip,
         "flip_rate_kept": sum(flipped.get(i, False) for i in curation.kept) / max(len(curation.kept), 1),
-        "accuracy": {"a_noisy": report_a["accuracy"], "b_egt": report_b["accuracy"], "c_clean": report_c["accuracy"]},
+        "accuracy": {"a_noisy": report_a["accuracy"], "b_egt": report_b["accuracy"], "c_clean": report_c["accuracy"],
+                     **{k: r["accuracy"] for k, r in parts.items()}},
         "blind_accuracy": {"a_noisy": report_a["blind_accuracy"], "b_egt": report_b["blind_accuracy"],
-                           "c_clean": report_c["blind_accuracy"]},
+                           "c_clean": report_c["blind_accuracy"], **{k: r["blind_accuracy"] for k, r in parts.items()}},
         "gain_b_over_a": report_b["accuracy"] - report_a["accuracy"],
         "binned_flip_rate": binned[by],
         "binned_flip_rate_by_kind": binned,
@@ -197,9 +210,13 @@ def _plot_egt(result: dict[str, Any], path: Path) -> bool:
     left.set_xlabel("warm-up judge's entropy quintile (low to high)")
     left.set_ylabel("share of flipped labels")
     left.legend(loc="upper left", fontsize=8)
-    names = ["a_noisy", "b_egt", "c_clean"]
-    right.bar(range(3), [result["accuracy"][k] for k in names], color=["tab:red", "tab:green", "tab:blue"])
-    right.set_xticks(range(3), ["(a) noisy", "(b) EGT", "(c) clean"])
+    labels = {"a_noisy": "(a) noisy", "b_egt": "(b) EGT", "c_clean": "(c) clean", "b_curation": "curation\nonly",
+              "b_curriculum": "curriculum\nonly"}
+    names = [k for k in labels if k in result["accuracy"]]
+    colours = {"a_noisy": "tab:red", "b_egt": "tab:green", "c_clean": "tab:blue"}
+    right.bar(range(len(names)), [result["accuracy"][k] for k in names],
+              color=[colours.get(k, "tab:olive") for k in names])
+    right.set_xticks(range(len(names)), [labels[k] for k in names], fontsize=8 if len(names) > 3 else None)
     right.axhline(0.5, color="grey", lw=0.8)
     right.set_ylim(0, 1.02)
     right.set_ylabel("held-out accuracy")
@@ -386,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     egt.add_argument("--critique-pairs", type=int, default=None,
                      help="pairs each critique stage draws (default: the recipe's); steps stay the same, so fewer "
                           "pairs are seen more often")
+    egt.add_argument("--ablation", action="store_true",
+                     help="also build curation alone and the curriculum alone (two more judges)")
     egt.add_argument("--quick", action="store_true", help="same as --recipe quick")
     egt.add_argument("--no-progress", action="store_true")
     filt = sub.add_parser("filter", help="flag corrupted answers with the pointwise judge")
@@ -427,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                                   recipe="quick" if args.quick else args.recipe,
                                   score_limit=args.score_limit, critique_pairs=args.critique_pairs,
                                   noise_model=args.noise_model, noise_sharpness=args.noise_sharpness,
+                                  ablation=args.ablation,
                                   progress=not args.no_progress), indent=2))
         return 0
     try:
