@@ -3,6 +3,7 @@ and that it changes nothing but the flipped rows' labels (the uniform model's ro
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter, defaultdict
 
@@ -79,7 +80,7 @@ def test_the_confusion_model_flips_each_familys_share_on_its_look_alike_pairs_an
         flipped = [r for r in members if r["meta"]["noisy"]]
         assert len(flipped) == round(0.3 * len(members)), family
         # Half of a family's flips come from each preferred slot (within one), as the uniform model's do overall.
-        sides = Counter({"A": 0, "B": 0}) + Counter(r["preferred"] for r in flipped)
+        sides = Counter(r["preferred"] for r in flipped)
         assert abs(sides["A"] - sides["B"]) <= 1, family
         mean = sum(r["meta"]["confusion"] for r in flipped) / len(flipped)
         rest = sum(r["meta"]["confusion"] for r in members if not r["meta"]["noisy"]) / (len(members) - len(flipped))
@@ -87,7 +88,8 @@ def test_the_confusion_model_flips_each_familys_share_on_its_look_alike_pairs_an
         assert mean > rest + (0.03 if family == "shape" else 0.1), family
     # The uniform model's flips do not follow confusion; the confusion model's do, more so the sharper it is.
     def flipped_mean(sample: list[dict], confusions: list[float]) -> float:
-        return sum(c for r, c in zip(sample, confusions) if r["meta"]["noisy"]) / sum(r["meta"]["noisy"] for r in sample)
+        flips = [c for r, c in zip(sample, confusions) if r["meta"]["noisy"]]
+        return sum(flips) / len(flips)
 
     conf = [r["meta"]["confusion"] for r in rows]
     sharp = generate_pairs(900, 6, noise=0.3, noise_model="confusion", noise_sharpness=6.0)
@@ -107,7 +109,10 @@ def test_noise_model_arguments_are_checked() -> None:
 
 
 def test_the_cli_writes_confusion_noise_and_counts_its_flips(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--out", str(tmp_path), "--n", "40", "--seed", "1", "--noise", "0.25", "--noise-model", "confusion",
-                 "--families", "colour,count", "--no-progress"]) == 0
-    rows = generate_pairs(40, 1, noise=0.25, families="colour,count", noise_model="confusion")
-    assert f"({sum(r['meta']['noisy'] for r in rows)} noisy)" in capsys.readouterr().out
+    # Three families of 10 rows: round(2.5) == 2 flips each, 6 in all, where round(0.25 * 30) would say 8.
+    assert main(["--out", str(tmp_path), "--n", "30", "--seed", "1", "--noise", "0.25", "--noise-model", "confusion",
+                 "--families", "colour,count,shape", "--no-progress"]) == 0
+    assert "wrote 30 rows (6 noisy)" in capsys.readouterr().out
+    rows = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
+    assert Counter(r["category"] for r in rows) == {"colour": 10, "count": 10, "shape": 10}
+    assert sum(r["meta"]["noisy"] for r in rows) == 6 and all("confusion" in r["meta"] for r in rows)

@@ -69,8 +69,8 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
     a judge fits its labels, flipped ones included). ``noise_model``/``noise_sharpness``: which pairs are flipped
     (:mod:`training.synthetic_noise`: at random, or the look-alike pairs first, as a confused annotator).
     ``ablation``: two more judges, curation alone (``b_curation``) and the curriculum alone on every noisy pair
-    (``b_curriculum``), to tell which half of EGT moves the accuracy. Resumable: a judge folder whose report has the same recipe
-    (and, for (b), the same kept pairs) and the warm-up judge's ``entropy.jsonl`` are reused."""
+    (``b_curriculum``), to tell which half of EGT moves the accuracy. Resumable: a judge folder whose report has the
+    same recipe (and, for (b), the same kept pairs) and the warm-up judge's ``entropy.jsonl`` are reused."""
     from dataclasses import replace
 
     from training.demo_judge import QUICK, SMALL, focus_families, ordinal_recipe
@@ -133,8 +133,8 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
     if ablation:
         _log("ablation: curation alone, then the curriculum alone")
         parts["b_curation"], _ = _build_or_reuse(out / "b_curation", noisy, keep=keep, progress=progress)
-        parts["b_curriculum"], _ = _build_or_reuse(out / "b_curriculum", noisy, difficulty=difficulty,  # type: ignore[arg-type]
-                                                   progress=progress)
+        parts["b_curriculum"], _ = _build_or_reuse(out / "b_curriculum", noisy,
+                                                   difficulty=difficulty, progress=progress)  # type: ignore[arg-type]
     dropped_flip = sum(flipped[i] for i in curation.dropped) / max(len(curation.dropped), 1)
     result = {
         "recipe": recipe, "critique_pairs": critique_pairs, "noise": noise, "noise_model": noise_model,

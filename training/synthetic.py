@@ -22,14 +22,15 @@ overall within one row, per family within two. Different seeds never share a sce
 scenes it owns, about ``1/2**(s+1)`` of each space (see :mod:`training.synthetic_scenes`), so a held-out seed is
 disjoint from every training seed. ``--noise F`` flips exactly ``round(F*n)`` preferences (Python's ``round``), half
 from A-preferred and half from B-preferred rows so the overall balance stays within two, chosen by their own random
-stream so that the other rows do not change; ``--noise-model confusion`` flips ``round(F*n)`` of each family's rows,
-the look-alike pairs first, as a confused annotator would (:mod:`training.synthetic_noise`). A flipped row reads as a consistent label from an annotator who misread
-the image: its observation states the wrong response's fact, that response's critique says "Right.", the other's
-says "Wrong.", the scores swap, and ``meta.noisy`` is true. ``--off-question F`` gives that share of the clean
-existence rows a wrong response about another object ("Yes, there is a blue square." to "Is there a green square?"),
-as a confused policy answers; text alone shows it is wrong, so the template rows never have one. ``--lookup
-position`` gives position rows no leading fact: each critique looks its claimed cell up ("It says row 4, column 1;
-that cell is empty. Wrong."), and the fact moves to ``meta.fact``.
+stream so that the other rows do not change; ``--noise-model confusion`` flips ``round(F*n_family)`` of each
+family's rows, the look-alike pairs first, as a confused annotator would (:mod:`training.synthetic_noise`). A flipped
+row reads as a consistent label from an annotator who misread the image: its observation states the wrong response's
+fact, that response's critique says "Right.", the other's says "Wrong.", the scores swap, and ``meta.noisy`` is
+true. ``--off-question F`` gives that share of the clean existence rows a wrong response about another object
+("Yes, there is a blue square." to "Is there a green square?"), as a confused policy answers; text alone shows it is
+wrong, so the template rows never have one. ``--lookup position`` gives position rows no leading fact: each
+critique looks its claimed cell up ("It says row 4, column 1; that cell is empty. Wrong."), and the fact moves to
+``meta.fact``.
 
 In code: ``generate_pairs(n, seed, ...)`` returns the rows, ``write_dataset(out_dir, n, seed, ...)`` writes them with
 their images, ``draw_scene(scene, grid, cell)`` and ``describe_scene(scene)`` render a row's ``meta.scene``.
@@ -456,8 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "family's look-alike pairs first, as a confused annotator would: orange for yellow, the "
                              "next cell)")
     parser.add_argument("--noise-sharpness", type=float, default=DEFAULT_SHARPNESS,
-                        help=f"confusion model: flip weights are confusion ** this (default {DEFAULT_SHARPNESS:g}; 0 is "
-                             "uniform within each family)")
+                        help=f"confusion model: flip weights are confusion ** this (default "
+                             f"{DEFAULT_SHARPNESS:g}; 0 is uniform within each family)")
     parser.add_argument("--families", default=",".join(FAMILIES),
                         help=f"comma-separated question families (default: {','.join(FAMILIES)})")
     parser.add_argument("--grid", type=int, default=4, help="cells per side (default 4)")
