@@ -22,11 +22,9 @@ from training import dpo_pairs, entropy
 from training import filter as data_filter
 from training.dpo_pairs import DRSConfig, build_pairs, drs_beta, select_pair, weighted_dpo_loss
 from training.entropy import (
-    CurriculumSampler,
     SampleEntropy,
     auc,
     curate,
-    curriculum_order,
     example_difficulty,
     label_entropy,
     score_entropy,
@@ -106,53 +104,10 @@ def test_curate_drops_the_highest_entropy_share_or_above_a_threshold_and_keeps_u
         curate(rows, drop=0.2, threshold=1.0)
 
 
-def test_curriculum_goes_from_low_to_high_entropy_in_blocks_shuffled_inside() -> None:
-    difficulty = [float(v) for v in [9, 3, 7, 1, 5, 8, 2, 6, 4, 0, math.nan, 10]]
-    order = curriculum_order(difficulty, stages=3, seed=0)
-    assert sorted(order) == list(range(len(difficulty)))
-    blocks = [order[0:4], order[4:8], order[8:12]]
-    values = [[difficulty[i] for i in block] for block in blocks]
-    assert max(values[0]) < min(values[1]) and max(values[1]) < min(v for v in values[2] if not math.isnan(v))
-    assert order[-1] == 10 or 10 in blocks[2]  # NaN (unscored) goes to the last block
-    # shuffled inside blocks: some seed gives a within-block order that is not sorted
-    assert any(curriculum_order(difficulty, 3, seed)[:4] != sorted(order[:4], key=lambda i: difficulty[i])
-               for seed in range(5))
-    sampler = CurriculumSampler(difficulty, 3)
-    assert len(sampler) == 12 and sorted(list(sampler)) == list(range(12))
-
-
 def test_example_difficulty_maps_examples_to_their_pairs_entropy() -> None:
     rows = scores([0.2, None])
     values = example_difficulty(["p0/AB", "p0/BA", "p0/a", "p1/AB", "p9/AB"], {r.id: r.token_entropy for r in rows})
     assert values[:3] == [0.2, 0.2, 0.2] and all(math.isnan(v) for v in values[3:])
-
-
-def test_train_sft_with_a_difficulty_feeds_examples_easy_to_hard(tiny_qwen2_vl_dir: Path, tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from training import sft
-    from training.sft_data import build_examples
-
-    pairs = read_preferences(write_dataset(tmp_path / "syn", n=12, seed=0, max_objects=1)).pairs
-    examples, _ = build_examples(pairs, CONFIG, modes=("pairwise",))
-    difficulty = [float(len(examples) - k) for k in range(len(examples))]  # the last example is the easiest
-    seen: list[str] = []
-    original = sft.SFTCollator.__call__
-
-    def spy(self: sft.SFTCollator, batch: list) -> dict:
-        seen.extend(e.id for e in batch)
-        return original(self, batch)
-
-    monkeypatch.setattr(sft.SFTCollator, "__call__", spy)
-    model = AutoModelForImageTextToText.from_pretrained(tiny_qwen2_vl_dir)
-    processor = AutoProcessor.from_pretrained(tiny_qwen2_vl_dir)
-    config = sft.SFTConfig(max_steps=len(examples) // 4, per_device_train_batch_size=4, learning_rate=1e-3,
-                           curriculum_stages=2)
-    sft.train_sft(model, processor, examples, config, tmp_path / "trainer", progress=False, difficulty=difficulty)
-    rank = {e.id: difficulty[k] for k, e in enumerate(examples)}
-    first, second = seen[: len(seen) // 2], seen[len(seen) // 2:]
-    assert max(rank[i] for i in first) < min(rank[i] for i in second)
 
 
 # ------------------------------------------------------------------------------------ entropy with scripted judges
@@ -214,20 +169,6 @@ def test_entropy_commands_score_then_curate(tiny_qwen2_vl_dir: Path, tmp_path: P
     worst = sorted(rows, key=lambda r: r["token_entropy"])[-2:]
     assert {r["id"] for r in worst} == dropped_ids
     assert read_preferences(kept).pairs  # the kept file is a valid preference file again
-
-
-def test_sft_command_takes_a_curriculum(tiny_qwen2_vl_dir: Path, tmp_path: Path) -> None:
-    from training import sft
-
-    data = write_dataset(tmp_path / "syn", n=4, seed=0, max_objects=1)
-    scores_path = tmp_path / "entropy.jsonl"
-    pairs = read_preferences(data).pairs
-    scores_path.write_text("".join(json.dumps(SampleEntropy(id=p.id, label=p.preferred, token_entropy=k / 10)
-                                              .to_dict()) + "\n" for k, p in enumerate(pairs[:3])))
-    assert sft.main(["--data", str(data), "--base", str(tiny_qwen2_vl_dir), "--out", str(tmp_path / "judge"),
-                     "--max-steps", "2", "--batch-size", "2", "--curriculum", str(scores_path),
-                     "--curriculum-stages", "2", "--no-progress"]) == 0
-    assert (tmp_path / "judge" / "judge_config.json").exists()
 
 
 # --------------------------------------------------------------------------------------------------------- DRS
@@ -484,7 +425,7 @@ def test_egt_demonstration_quick_runs_noisy_curated_and_clean_judges(tmp_path: P
     from training import judge_data_demo
 
     args = ["egt", "--out", str(tmp_path), "--quick", "--noise", "0.4", "--drop", "0.25", "--critique-pairs", "40",
-            "--noise-model", "confusion", "--ablation", "--no-progress"]
+            "--noise-model", "confusion", "--ablation", "--curriculum-schedule", "expanding", "--no-progress"]
     assert judge_data_demo.main(args) == 0
     report = json.loads((tmp_path / "egt_report.json").read_text())
     # --critique-pairs sets the critique stages' pair count only (the answer-only stage 0 keeps the recipe's 64).
@@ -512,9 +453,10 @@ def test_egt_demonstration_quick_runs_noisy_curated_and_clean_judges(tmp_path: P
     scores = read_scores(tmp_path / "entropy.jsonl")
     keep = sorted(curate(scores, by="token", drop=0.25).kept)  # every stage-1 pair is scored here (no --score-limit)
     difficulty = sorted((s.id, s.token_entropy) for s in scores if s.token_entropy is not None)
-    for name, inputs in (("b_egt", {"keep": keep, "difficulty": difficulty}),
+    assert report["curriculum_schedule"] == "expanding"  # reached (b) and the curriculum alone, as their stamps say
+    for name, inputs in (("b_egt", {"keep": keep, "difficulty": difficulty, "schedule": "expanding"}),
                          ("b_curation", {"keep": keep, "difficulty": None}),
-                         ("b_curriculum", {"keep": None, "difficulty": difficulty})):
+                         ("b_curriculum", {"keep": None, "difficulty": difficulty, "schedule": "expanding"})):
         stamp = (tmp_path / name / "egt_inputs.sha256").read_text().strip()
         assert stamp == hashlib.sha256(json.dumps(inputs).encode()).hexdigest(), name
     assert report["scored_pairs"] > 0 and set(report["spearman_entropy_vs_flipped"]) == {"token", "label", "peak"}

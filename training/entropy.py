@@ -20,7 +20,8 @@ judge (any judge folder or Hub id):
 ``curate`` drops the highest-entropy share (``--drop``) or everything above ``--threshold``; pairs the judge could
 not score are kept and counted. The curriculum (:class:`CurriculumSampler`) orders examples from low to high
 entropy in ``stages`` blocks, shuffled within each block, and is what ``training.sft --curriculum`` plugs into
-``transformers.Trainer``.
+``transformers.Trainer``; ``--curriculum-schedule expanding`` grows the pool of examples from the easiest block to
+all of them instead (:data:`CURRICULUM_SCHEDULES`).
 """
 
 from __future__ import annotations
@@ -272,18 +273,71 @@ def curriculum_order(difficulty: Sequence[float], stages: int, seed: int = 0) ->
     return out
 
 
-class CurriculumSampler(torch.utils.data.Sampler[int]):
-    """A ``Trainer`` sampler that yields :func:`curriculum_order` each epoch (a new shuffle inside blocks)."""
+CURRICULUM_SCHEDULES = ("blocks", "expanding")
+"""How a curriculum spends the training budget. ``blocks``: every epoch goes from easy to hard in ``stages`` blocks
+(so every epoch ends on the hardest block). ``expanding`` ("baby steps"): the pool of examples the model draws from
+starts as the easiest block and grows by one block at each of ``stages`` equal steps through the first ``ramp``
+share of the draws; after that every example is drawn in random order."""
 
-    def __init__(self, difficulty: Sequence[float], stages: int, seed: int = 0) -> None:
+
+def expanding_order(difficulty: Sequence[float], stages: int, draws: int, ramp: float = 0.5,
+                    seed: int = 0) -> list[int]:
+    """``draws`` example indices for the ``expanding`` schedule. Draw ``t`` comes from the easiest
+    ``min(stages, floor(t / (ramp * draws / stages)) + 1)`` blocks (all of them once ``t >= ramp * draws``); within a
+    pool the draws run through fresh shuffles of it, so every example in the pool is seen once before any is seen
+    twice. NaN difficulties join with the last block."""
+    if stages < 1:
+        raise ValueError("stages must be >= 1")
+    if not 0.0 <= ramp <= 1.0:
+        raise ValueError("ramp must be in [0, 1]")
+    if draws < 0:
+        raise ValueError("draws must be >= 0")
+    key = [math.inf if d is None or math.isnan(d) else d for d in difficulty]
+    ranked = sorted(range(len(key)), key=lambda i: key[i])
+    rng = random.Random(seed)
+    # Draw positions where the pool grows: stage s (0-based) starts at round(s * ramp * draws / stages).
+    starts = [round(s * ramp * draws / stages) for s in range(stages)] + [draws]
+    out: list[int] = []
+    for s in range(stages):
+        pool = ranked[: (s + 1) * len(ranked) // stages] if s < stages - 1 else ranked
+        wanted = starts[s + 1] - starts[s]
+        while wanted > 0 and pool:
+            round_ = list(pool)
+            rng.shuffle(round_)
+            out += round_[:wanted]
+            wanted -= len(round_[:wanted])
+    return out
+
+
+class CurriculumSampler(torch.utils.data.Sampler[int]):
+    """A ``Trainer`` sampler for a curriculum (:data:`CURRICULUM_SCHEDULES`). ``blocks``: :func:`curriculum_order`
+    each epoch (a new shuffle inside blocks). ``expanding``: epoch ``e`` yields draws ``e*n .. (e+1)*n - 1`` of
+    :func:`expanding_order` over ``draws`` (the whole run's examples: steps times batch), so an epoch keeps its length
+    ``n`` (``Trainer`` counts steps from it) while the pool grows across epochs; past ``draws``, random order."""
+
+    def __init__(self, difficulty: Sequence[float], stages: int, seed: int = 0, *, schedule: str = "blocks",
+                 draws: int | None = None, ramp: float = 0.5) -> None:
+        if schedule not in CURRICULUM_SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(CURRICULUM_SCHEDULES)}, got {schedule!r}")
+        if schedule == "expanding" and draws is None:
+            raise ValueError("the expanding schedule needs draws (the examples the whole run will see)")
         self.difficulty = list(difficulty)
         self.stages = stages
         self.seed = seed
+        self.schedule = schedule
         self.epoch = 0
+        self._draws = expanding_order(self.difficulty, stages, draws, ramp, seed) if schedule == "expanding" else []
 
     def __iter__(self) -> Iterator[int]:
-        order = curriculum_order(self.difficulty, self.stages, self.seed + self.epoch)
+        epoch, n = self.epoch, len(self.difficulty)
         self.epoch += 1
+        if self.schedule == "blocks":
+            return iter(curriculum_order(self.difficulty, self.stages, self.seed + epoch))
+        order = self._draws[epoch * n: (epoch + 1) * n]
+        if len(order) < n:  # past the planned run (or its partial last epoch): fill in random order
+            rest = list(range(n))
+            random.Random(self.seed + epoch).shuffle(rest)
+            order += rest[: n - len(order)]
         return iter(order)
 
     def __len__(self) -> int:

@@ -59,6 +59,10 @@ class SFTConfig:
     bf16: bool = field(default=False, metadata={"help": "bfloat16 mixed precision (GPU)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory"})
     curriculum_stages: int = field(default=3, metadata={"help": "easy-to-hard blocks when a difficulty is given"})
+    curriculum_schedule: str = field(default="blocks", metadata={
+        "help": "blocks: every epoch easy to hard; expanding: the pool grows from the easiest block to all"})
+    curriculum_ramp: float = field(default=0.5, metadata={
+        "help": "expanding: share of the run over which the pool grows to every example"})
 
     def __post_init__(self) -> None:
         if self.per_device_train_batch_size < 1 or self.gradient_accumulation_steps < 1:
@@ -69,6 +73,13 @@ class SFTConfig:
             raise ValueError("max_length must be >= 16")
         if self.curriculum_stages < 1:
             raise ValueError("curriculum_stages must be >= 1")
+        from training.entropy import CURRICULUM_SCHEDULES
+
+        if self.curriculum_schedule not in CURRICULUM_SCHEDULES:
+            raise ValueError(f"curriculum_schedule must be one of {', '.join(CURRICULUM_SCHEDULES)}, "
+                             f"got {self.curriculum_schedule!r}")
+        if not 0.0 <= self.curriculum_ramp <= 1.0:
+            raise ValueError("curriculum_ramp must be in [0, 1]")
 
 
 # ---------------------------------------------------------------------------------------------------------- data
@@ -216,7 +227,9 @@ def train_sft(
     """Fine-tune ``model`` in place on ``examples``; ``evaluate_fn(model)`` runs every ``eval_every`` steps and at
     the end (the model is in eval mode during the call). With ``difficulty`` (one number per example, e.g. the
     warm-up judge's entropy from :mod:`training.entropy`), each epoch goes from easy to hard in
-    ``config.curriculum_stages`` blocks instead of in random order."""
+    ``config.curriculum_stages`` blocks instead of in random order, or (``curriculum_schedule="expanding"``) the
+    examples drawn come from a pool that grows from the easiest block to all of them over ``curriculum_ramp`` of
+    the run."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     dataset = SFTDataset(examples)
@@ -264,7 +277,12 @@ def train_sft(
             raise ValueError(f"difficulty has {len(difficulty)} values for {len(dataset)} examples")
         from training.entropy import CurriculumSampler
 
-        sampler = CurriculumSampler(difficulty, config.curriculum_stages, config.seed)
+        # The whole run's draws, for a schedule that spreads over epochs: steps times examples per step, or epochs.
+        per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps
+        draws = config.max_steps * per_step if config.max_steps > 0 else \
+            math.ceil(config.num_train_epochs) * len(dataset)
+        sampler = CurriculumSampler(difficulty, config.curriculum_stages, config.seed,
+                                    schedule=config.curriculum_schedule, draws=draws, ramp=config.curriculum_ramp)
 
         class _CurriculumTrainer(Trainer):  # Trainer's hook for the order of the training examples
             def _get_train_sampler(self, train_dataset: Any = None) -> Any:
@@ -302,7 +320,7 @@ def save_judge(model: Any, processor: Any, judge_config: JudgeConfig, out: str |
 
 # ---------------------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    from training.entropy import ENTROPY_KINDS
+    from training.entropy import CURRICULUM_SCHEDULES, ENTROPY_KINDS
 
     parser = argparse.ArgumentParser(prog="python -m training.sft", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -331,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="entropy scores (python -m training.entropy score): train from low to high entropy")
     parser.add_argument("--curriculum-by", choices=ENTROPY_KINDS, default="token")
     parser.add_argument("--curriculum-stages", type=int, default=3)
+    parser.add_argument("--curriculum-schedule", choices=CURRICULUM_SCHEDULES, default="blocks",
+                        help="blocks (default): every epoch from easy to hard; expanding: draw from a pool that "
+                             "grows from the easiest block to every example")
+    parser.add_argument("--curriculum-ramp", type=float, default=0.5,
+                        help="expanding: share of the run over which the pool grows (default 0.5)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -347,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
                         gradient_accumulation_steps=args.grad_accum, max_length=args.max_length, seed=args.seed,
                         lora_r=args.lora_r, lora_alpha=args.lora_alpha, bf16=args.bf16,
                         gradient_checkpointing=args.gradient_checkpointing,
-                        curriculum_stages=args.curriculum_stages)
+                        curriculum_stages=args.curriculum_stages, curriculum_schedule=args.curriculum_schedule,
+                        curriculum_ramp=args.curriculum_ramp)
         judge_config = replace(JudgeConfig(critique_max_chars=args.critique_max_chars),
                                prompt=PromptConfig(system_template=args.system_template))
     except ValueError as exc:
