@@ -207,6 +207,8 @@ class DemoRecipe:
 
     def __post_init__(self) -> None:
         check_wording(self.position_wording, 4)
+        if self.train_seed == self.heldout_seed:  # the same scene seed would hold out the training scenes
+            raise ValueError(f"train_seed and heldout_seed must differ (both {self.train_seed})")
         if not 0.0 <= self.noise < 1.0 or self.noise_model not in NOISE_MODELS:
             raise ValueError(f"noise must be in [0, 1) and noise_model one of {NOISE_MODELS}")
         for stage in self.stages:
@@ -340,7 +342,8 @@ def pointwise_agreement(judge: Judge, pairs: list[PreferencePair]) -> float:
 
 def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, progress: bool = True,
                      keep: Collection[str] | None = None, difficulty: Mapping[str, float] | None = None,
-                     init: str | Path | None = None, start_stage: int = 0) -> dict[str, Any]:
+                     init: str | Path | None = None, start_stage: int = 0,
+                     curriculum_schedule: str = "blocks") -> dict[str, Any]:
     """Run the recipe into ``out`` (a judge folder) and return the report that is also written there.
 
     ``init`` and ``start_stage`` resume a recipe: the judge folder ``init`` (weights, tokenizer) stands for everything
@@ -349,8 +352,8 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
     stage k exactly as the full build does.
 
     Entropy-guided training hooks (:mod:`training.judge_data_demo`): ``keep`` limits the critique stages' pairs to
-    those ids (curation); ``difficulty`` (pair id -> entropy) orders every stage's examples easy to hard
-    (curriculum). The step budget is the recipe's either way."""
+    those ids (curation); ``difficulty`` (pair id -> entropy) orders the critique stages' examples easy to hard
+    (curriculum, :data:`training.entropy.CURRICULUM_SCHEDULES`). The step budget is the recipe's either way."""
     if not 0 <= start_stage < len(recipe.stages):
         raise ValueError(f"start_stage must be in 0..{len(recipe.stages) - 1}, got {start_stage}")
     if start_stage > 0 and init is None:
@@ -469,9 +472,12 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
         sft = SFTConfig(max_steps=stage.steps, learning_rate=rate,
                         vision_learning_rate=recipe.vision_learning_rate * rate / recipe.learning_rate,
                         per_device_train_batch_size=recipe.batch_size, seed=recipe.train_seed + k,
-                        max_length=recipe.spec.max_position_embeddings, logging_steps=25)
+                        max_length=recipe.spec.max_position_embeddings, logging_steps=25,
+                        curriculum_schedule=curriculum_schedule)
         order = None
-        if difficulty is not None:
+        # Only the critique stages: the entropies are of their pairs, and an answer-only stage's pairs share ids
+        # (the same scene seed) with them without being the same questions.
+        if difficulty is not None and stage.describe + stage.answer < 1.0:
             from training.entropy import example_difficulty
 
             order = example_difficulty([e.id for e in examples], difficulty)

@@ -41,7 +41,7 @@ from typing import Any
 from critic.core import Judge
 from critic.plotting import pyplot
 from critic.preferences import read_preferences
-from training.entropy import ENTROPY_KINDS
+from training.entropy import CURRICULUM_SCHEDULES, ENTROPY_KINDS
 from training.filter import FilterRow, flag, plot_scores, precision_recall, read_rows, score_rows
 from training.synthetic import POSITION_WORDINGS, resolve_wording, write_dataset
 from training.synthetic_noise import DEFAULT_SHARPNESS, NOISE_MODELS
@@ -60,7 +60,7 @@ EGT_RECIPES = ("full", "small", "quick")
 def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "token", recipe: str = "full",
              score_limit: int | None = None, critique_pairs: int | None = None, noise_model: str = "uniform",
              noise_sharpness: float = DEFAULT_SHARPNESS, ablation: bool = False,
-             progress: bool = True) -> dict[str, Any]:
+             curriculum_schedule: str = "blocks", seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """Noisy SFT, warm-up entropies, curated + curriculum SFT and clean SFT, on one recipe and budget.
 
     ``recipe``: ``full`` (the shipped judge's, hours), ``small`` (:data:`training.demo_judge.SMALL`, single-object
@@ -69,7 +69,10 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
     a judge fits its labels, flipped ones included). ``noise_model``/``noise_sharpness``: which pairs are flipped
     (:mod:`training.synthetic_noise`: at random, or the look-alike pairs first, as a confused annotator).
     ``ablation``: two more judges, curation alone (``b_curation``) and the curriculum alone on every noisy pair
-    (``b_curriculum``), to tell which half of EGT moves the accuracy. Resumable: a judge folder whose report has the
+    (``b_curriculum``), to tell which half of EGT moves the accuracy. ``curriculum_schedule``: how (b) and the
+    curriculum alone order their examples (:data:`training.entropy.CURRICULUM_SCHEDULES`). ``seed``: the recipe's
+    training seed (scenes, flips, data order) and model seed, for replicates; the held-out pairs stay the same.
+    Resumable: a judge folder whose report has the
     same recipe (and, for (b), the same kept pairs) and the warm-up judge's ``entropy.jsonl`` are reused."""
     from dataclasses import replace
 
@@ -80,7 +83,12 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
         raise ValueError(f"recipe must be one of {', '.join(EGT_RECIPES)}, got {recipe!r}")
     if by not in ENTROPY_KINDS:
         raise ValueError(f"by must be one of {', '.join(ENTROPY_KINDS)}, got {by!r}")
+    if curriculum_schedule not in CURRICULUM_SCHEDULES:
+        raise ValueError(f"curriculum_schedule must be one of {', '.join(CURRICULUM_SCHEDULES)}, "
+                         f"got {curriculum_schedule!r}")
     base = {"full": ordinal_recipe(), "small": SMALL, "quick": QUICK}[recipe]
+    if seed != 0:
+        base = replace(base, train_seed=seed, model_seed=seed)  # DemoRecipe refuses the held-out seed
     if critique_pairs is not None:
         if critique_pairs < 1:
             raise ValueError(f"critique_pairs must be >= 1, got {critique_pairs}")
@@ -126,19 +134,21 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
     keep = set(curation.kept) | unscored
     difficulty = {s.id: s.value(by) for s in scored}
     _log("(b) curated + curriculum SFT")
-    report_b, _ = _build_or_reuse(out / "b_egt", noisy, keep=keep, difficulty=difficulty, progress=progress)  # type: ignore[arg-type]
+    report_b, _ = _build_or_reuse(out / "b_egt", noisy, keep=keep, difficulty=difficulty,  # type: ignore[arg-type]
+                                  schedule=curriculum_schedule, progress=progress)
     _log("(c) clean SFT")
     report_c, _ = _build_or_reuse(out / "c_clean", base, progress=progress)
     parts = {}
     if ablation:
         _log("ablation: curation alone, then the curriculum alone")
         parts["b_curation"], _ = _build_or_reuse(out / "b_curation", noisy, keep=keep, progress=progress)
-        parts["b_curriculum"], _ = _build_or_reuse(out / "b_curriculum", noisy,
-                                                   difficulty=difficulty, progress=progress)  # type: ignore[arg-type]
+        parts["b_curriculum"], _ = _build_or_reuse(out / "b_curriculum", noisy, difficulty=difficulty,  # type: ignore[arg-type]
+                                                   schedule=curriculum_schedule, progress=progress)
     dropped_flip = sum(flipped[i] for i in curation.dropped) / max(len(curation.dropped), 1)
     result = {
         "recipe": recipe, "critique_pairs": critique_pairs, "noise": noise, "noise_model": noise_model,
-        "noise_sharpness": noise_sharpness, "drop": drop, "by": by,
+        "noise_sharpness": noise_sharpness, "drop": drop, "by": by, "curriculum_schedule": curriculum_schedule,
+        "seed": seed,
         "scored_pairs": len(scored),
         "spearman_entropy_vs_flipped": correlation,
         "auc_entropy_vs_flipped": areas,
@@ -159,7 +169,8 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
 
 
 def _build_or_reuse(folder: Path, recipe: Any, *, keep: set[str] | None = None,
-                    difficulty: dict[str, float] | None = None, progress: bool = True) -> tuple[dict[str, Any], bool]:
+                    difficulty: dict[str, float] | None = None, schedule: str = "blocks",
+                    progress: bool = True) -> tuple[dict[str, Any], bool]:
     """``build_demo_judge`` into ``folder`` unless a finished build of the same recipe and inputs is there (an hours-
     long demonstration resumes after an interruption). Returns the report and whether it was reused."""
     import hashlib
@@ -167,8 +178,11 @@ def _build_or_reuse(folder: Path, recipe: Any, *, keep: set[str] | None = None,
 
     from training.demo_judge import build_demo_judge
 
+    # With a difficulty the schedule is an input too (builds from before it was recorded ordered the answer-only
+    # stage as well, so they are rebuilt).
     inputs = json.dumps({"keep": sorted(keep) if keep is not None else None,
-                         "difficulty": sorted(difficulty.items()) if difficulty is not None else None})
+                         "difficulty": sorted(difficulty.items()) if difficulty is not None else None,
+                         **({"schedule": schedule} if difficulty is not None else {})})
     digest = hashlib.sha256(inputs.encode()).hexdigest()
     report_path, stamp = folder / "demo_report.json", folder / "egt_inputs.sha256"
     if report_path.is_file() and stamp.is_file() and stamp.read_text().strip() == digest:
@@ -177,7 +191,8 @@ def _build_or_reuse(folder: Path, recipe: Any, *, keep: set[str] | None = None,
             _log(f"reusing the finished build in {folder}")
             return report, True
     stamp.unlink(missing_ok=True)
-    report = build_demo_judge(folder, recipe, keep=keep, difficulty=difficulty, progress=progress)
+    report = build_demo_judge(folder, recipe, keep=keep, difficulty=difficulty, curriculum_schedule=schedule,
+                              progress=progress)
     stamp.write_text(digest + "\n")
     return report, False
 
@@ -405,6 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "pairs are seen more often")
     egt.add_argument("--ablation", action="store_true",
                      help="also build curation alone and the curriculum alone (two more judges)")
+    egt.add_argument("--curriculum-schedule", choices=CURRICULUM_SCHEDULES, default="blocks",
+                     help="how (b) orders the kept pairs: blocks (every epoch easy to hard; default) or expanding "
+                          "(draws from a pool that grows from the easiest third to all over half the steps)")
+    egt.add_argument("--seed", type=int, default=0,
+                     help="training and model seed, for replicates (default 0; 1 is the held-out scenes' seed)")
     egt.add_argument("--quick", action="store_true", help="same as --recipe quick")
     egt.add_argument("--no-progress", action="store_true")
     filt = sub.add_parser("filter", help="flag corrupted answers with the pointwise judge")
@@ -442,12 +462,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "egt":
         if not 0 < args.noise < 1 or not 0 <= args.drop < 1:
             build_parser().error("--noise must be in (0, 1) and --drop in [0, 1)")
+        if args.seed == 1 or args.seed < 0:
+            build_parser().error("--seed must be 0 or from 2 up: 1 is the held-out scenes' seed")
         print(json.dumps(egt_demo(out, noise=args.noise, drop=args.drop, by=args.by,
                                   recipe="quick" if args.quick else args.recipe,
                                   score_limit=args.score_limit, critique_pairs=args.critique_pairs,
                                   noise_model=args.noise_model, noise_sharpness=args.noise_sharpness,
-                                  ablation=args.ablation,
-                                  progress=not args.no_progress), indent=2))
+                                  ablation=args.ablation, curriculum_schedule=args.curriculum_schedule,
+                                  seed=args.seed, progress=not args.no_progress), indent=2))
         return 0
     try:
         wording = resolve_wording(args.position_wording, args.judge,
