@@ -157,7 +157,7 @@ def test_sft_command_takes_a_curriculum(tiny_qwen2_vl_dir: Path, tmp_path: Path)
 # ---------------------------------------------------------------------------------------------- demonstration
 def test_the_demonstration_refuses_the_held_out_seed_for_training(tmp_path: Path) -> None:
     from training import judge_data_demo
-    from training.demo_judge import QUICK
+    from training.demo_recipes import QUICK
 
     with pytest.raises(ValueError, match="heldout_seed"):
         replace(QUICK, train_seed=QUICK.heldout_seed)

@@ -182,7 +182,8 @@ def test_cli_flags_override_the_models_config_and_unset_flags_keep_it() -> None:
 # ----------------------------------------------------------------------------------------------- demo recipe
 @pytest.mark.slow
 def test_quick_demo_recipe_builds_a_judge_that_loads_and_judges(tmp_path: Path) -> None:
-    from training.demo_judge import QUICK, build_demo_judge
+    from training.demo_judge import build_demo_judge
+    from training.demo_recipes import QUICK
 
     report = build_demo_judge(tmp_path / "judge", QUICK, progress=False)
     for key in ("accuracy", "blind_accuracy", "position_consistency", "pointwise_agreement", "curve"):
@@ -233,22 +234,27 @@ def test_model_seed_changes_the_initial_weights_and_nothing_else(tmp_path: Path)
 def test_resuming_a_recipe_at_a_stage_trains_it_exactly_as_the_full_build(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    from training.demo_judge import QUICK, build_demo_judge
+    from training.demo_judge import build_demo_judge, snapshot_path
+    from training.demo_recipes import QUICK
 
     # Stage 0 is large enough that the tokenizer's corpus (the first 2,000 pairs) comes from it alone, as in the
     # shipped recipe; otherwise a two-stage build would train another tokenizer than the three-stage one.
     recipe = replace(QUICK, stages=(replace(QUICK.stages[0], pairs=2000),) + QUICK.stages[1:])
     build_demo_judge(tmp_path / "first", replace(recipe, stages=recipe.stages[:2]), progress=False)
-    full = build_demo_judge(tmp_path / "full", recipe, progress=False)
+    full = build_demo_judge(tmp_path / "full", recipe, progress=False, snapshot_before=2)
     resumed = build_demo_judge(tmp_path / "resumed", recipe, progress=False, init=tmp_path / "first",
                                start_stage=2)
+    # The full build's own snapshot before stage 2 resumes to the same judge too (what the EGT arms share).
+    from_snapshot = build_demo_judge(tmp_path / "from_snapshot", recipe, progress=False, start_stage=2,
+                                     init=snapshot_path(tmp_path / "full", 2))
     # The report continues the first build's: same steps, same curve, both builds' minutes.
     assert resumed["start_stage"] == 2 and resumed["steps"] == full["steps"]
     assert [(r["step"], r["accuracy"]) for r in resumed["curve"]] == [(r["step"], r["accuracy"]) for r in full["curve"]]
     assert 0 < resumed["resumed_minutes"] < resumed["build_minutes"]
-    a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("full", "resumed"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed["accuracy"] == full["accuracy"]
+    a, b, c = (load_file(tmp_path / name / "model.safetensors") for name in ("full", "resumed", "from_snapshot"))
+    assert a.keys() == b.keys() == c.keys() and all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
+    assert resumed["accuracy"] == full["accuracy"] == from_snapshot["accuracy"]
+    assert from_snapshot["steps"] == full["steps"] and 0 < from_snapshot["resumed_minutes"]
     with pytest.raises(ValueError, match="needs init"):
         build_demo_judge(tmp_path / "x", recipe, start_stage=1)
     with pytest.raises(ValueError, match="start_stage must be in 0..2"):
@@ -256,7 +262,7 @@ def test_resuming_a_recipe_at_a_stage_trains_it_exactly_as_the_full_build(tmp_pa
 
 
 def test_a_recipe_whose_critique_budget_cannot_fit_the_context_is_refused() -> None:
-    from training.demo_judge import DemoRecipe
+    from training.demo_recipes import DemoRecipe
 
     with pytest.raises(ValueError, match="no prompt would fit"):
         replace(DemoRecipe(), critique_max_chars=500)
@@ -266,7 +272,7 @@ def test_a_recipe_whose_critique_budget_cannot_fit_the_context_is_refused() -> N
 
 
 def test_the_ordinal_wording_aligns_the_towers_row_and_column_heads_to_its_words() -> None:
-    from training.demo_judge import QUICK, DemoRecipe, with_position_wording
+    from training.demo_recipes import QUICK, DemoRecipe, with_position_wording
 
     recipe = with_position_wording(DemoRecipe(), "ordinal")
     assert recipe.position_wording == "ordinal"
@@ -280,13 +286,14 @@ def test_the_ordinal_wording_aligns_the_towers_row_and_column_heads_to_its_words
 
 
 def test_the_ordinal_recipe_is_the_ordinal_wording_with_the_shape_and_near_miss_steps_after_the_stages() -> None:
-    import training.demo_judge as demo
+    import training.demo_recipes as demo
+    from training.demo_judge import build_demo_judge
 
     recipe = demo.ordinal_recipe()
     assert recipe.stages == demo.DemoRecipe().stages + (demo.SHAPE_STAGE, demo.NEAR_MISS_STAGE)
     assert replace(recipe, stages=demo.DemoRecipe().stages) == demo.with_position_wording(demo.DemoRecipe(), "ordinal")
     with pytest.raises(ValueError, match=r"0\.\.9"):  # its near-miss step is stage 9, the last one to resume at
-        demo.build_demo_judge("unused", recipe, init="unused", start_stage=10)
+        build_demo_judge("unused", recipe, init="unused", start_stage=10)
 
 
 def test_the_cli_builds_the_ordinal_recipe_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -309,14 +316,15 @@ def test_the_shipped_judge_records_the_recipe_the_cli_builds_by_default() -> Non
     from dataclasses import asdict
 
     from critic.demo_judge import DEMO_JUDGE_DIR
-    from training.demo_judge import ordinal_recipe
+    from training.demo_recipes import ordinal_recipe
 
     recorded = json.loads((DEMO_JUDGE_DIR / "demo_report.json").read_text())["recipe"]
     assert recorded == json.loads(json.dumps(asdict(ordinal_recipe()), default=str))
 
 
 def test_a_focused_stage_keeps_its_families_and_a_seeded_share_of_the_rest(tmp_path: Path) -> None:
-    from training.demo_judge import Stage, focus_families
+    from training.demo_judge import focus_families
+    from training.demo_recipes import Stage
 
     pairs = read_preferences(write_dataset(tmp_path / "d", 600, seed=0)).pairs
     assert focus_families(pairs, Stage(1, 4, 10, 600), seed=0) == pairs

@@ -3,7 +3,7 @@
     python -m training.critique_ablation --out runs/critique_ablation            # about 34 minutes on 2 cores
     python -m training.critique_ablation --out /tmp/abl --quick                   # plumbing check, a minute
 
-Two demo judges (:mod:`training.demo_judge`) from the same recipe (:data:`training.demo_judge.SMALL`), seeds and step
+Two demo judges (:mod:`training.demo_judge`) from the same recipe (:data:`training.demo_recipes.SMALL`), seeds and step
 budget, on single-object scenes (colour and shape questions, the setting where a trial judge stated the right fact
 every time yet left its verdict at chance):
 
@@ -26,7 +26,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from training.demo_judge import QUICK, SMALL, DemoRecipe, Stage, build_demo_judge, plot_curves
+from training.demo_judge import build_demo_judge, plot_curves
+from training.demo_recipes import QUICK, SMALL, DemoRecipe, Stage
 
 RECIPE = SMALL
 QUICK_RECIPE = replace(SMALL, stages=(Stage(1, 1, 4, 64, answer=1.0, families=SMALL.heldout_families),
