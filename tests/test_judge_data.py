@@ -446,6 +446,11 @@ def test_egt_demonstration_quick_runs_noisy_curated_and_clean_judges(tmp_path: P
         return json.loads((tmp_path / name / "demo_report.json").read_text())
 
     assert trained("b_curation")["steps"] == trained("b_egt")["steps"] == trained("b_curriculum")["steps"]
+    # Each (b) arm resumed from (a)'s snapshot before the critique stage instead of rebuilding what they share.
+    snapshot = tmp_path / "a_noisy" / "build" / "before_stage1"
+    assert all(trained(k)["start_stage"] == 1 and trained(k)["init"] == str(snapshot)
+               for k in ("b_egt", "b_curation", "b_curriculum"))
+    assert trained("a_noisy")["start_stage"] == 0 and trained("c_clean")["start_stage"] == 0
     import hashlib
 
     from training.entropy import curate, read_scores

@@ -63,7 +63,7 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
              curriculum_schedule: str = "blocks", seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """Noisy SFT, warm-up entropies, curated + curriculum SFT and clean SFT, on one recipe and budget.
 
-    ``recipe``: ``full`` (the shipped judge's, hours), ``small`` (:data:`training.demo_judge.SMALL`, single-object
+    ``recipe``: ``full`` (the shipped judge's, hours), ``small`` (:data:`training.demo_recipes.SMALL`, single-object
     colour and shape scenes, about an hour for all three judges) or ``quick`` (plumbing). ``critique_pairs`` sets
     how many pairs each critique stage draws (steps unchanged, so fewer pairs are seen more often: the regime where
     a judge fits its labels, flipped ones included). ``noise_model``/``noise_sharpness``: which pairs are flipped
@@ -76,7 +76,8 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
     same recipe (and, for (b), the same kept pairs) and the warm-up judge's ``entropy.jsonl`` are reused."""
     from dataclasses import replace
 
-    from training.demo_judge import QUICK, SMALL, focus_families, ordinal_recipe
+    from training.demo_judge import focus_families, snapshot_path
+    from training.demo_recipes import QUICK, SMALL, ordinal_recipe
     from training.entropy import auc, curate, read_scores, score_entropy, spearman, write_scores
 
     if recipe not in EGT_RECIPES:
@@ -95,9 +96,14 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
         base = replace(base, stages=tuple(s if s.describe + s.answer >= 1.0 else replace(s, pairs=critique_pairs)
                                           for s in base.stages))
     noisy = replace(base, noise=noise, noise_model=noise_model, noise_sharpness=noise_sharpness)
-    _log("(a) noisy SFT; it is also the warm-up judge")
-    report_a, reused = _build_or_reuse(out / "a_noisy", noisy, progress=progress)
     stage = next(k for k, s in enumerate(noisy.stages) if s.describe + s.answer < 1.0)
+    _log("(a) noisy SFT; it is also the warm-up judge")
+    report_a, reused = _build_or_reuse(out / "a_noisy", noisy, snapshot_before=stage, progress=progress)
+    # Everything before the first critique stage (tokenizer, check, vision, answer stages) is the same for (a) and
+    # every (b) arm, since curation, curriculum and noise only touch critique stages: the (b) arms resume from (a)'s
+    # snapshot (same weights bit for bit as their own build would reach) instead of rebuilding it.
+    snapshot = snapshot_path(out / "a_noisy", stage)
+    resume = {"init": snapshot, "start_stage": stage} if (snapshot / "model.safetensors").is_file() else {}
     # The pairs the critique stage trained on (a stage may keep some families only).
     stage_pairs = focus_families(read_preferences(out / "a_noisy" / "build" / f"stage{stage}" / "pairs.jsonl").pairs,
                                  noisy.stages[stage], seed=noisy.train_seed + stage)
@@ -135,15 +141,15 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
     difficulty = {s.id: s.value(by) for s in scored}
     _log("(b) curated + curriculum SFT")
     report_b, _ = _build_or_reuse(out / "b_egt", noisy, keep=keep, difficulty=difficulty,  # type: ignore[arg-type]
-                                  schedule=curriculum_schedule, progress=progress)
+                                  schedule=curriculum_schedule, progress=progress, **resume)
     _log("(c) clean SFT")
     report_c, _ = _build_or_reuse(out / "c_clean", base, progress=progress)
     parts = {}
     if ablation:
         _log("ablation: curation alone, then the curriculum alone")
-        parts["b_curation"], _ = _build_or_reuse(out / "b_curation", noisy, keep=keep, progress=progress)
+        parts["b_curation"], _ = _build_or_reuse(out / "b_curation", noisy, keep=keep, progress=progress, **resume)
         parts["b_curriculum"], _ = _build_or_reuse(out / "b_curriculum", noisy, difficulty=difficulty,  # type: ignore[arg-type]
-                                                   schedule=curriculum_schedule, progress=progress)
+                                                   schedule=curriculum_schedule, progress=progress, **resume)
     dropped_flip = sum(flipped[i] for i in curation.dropped) / max(len(curation.dropped), 1)
     result = {
         "recipe": recipe, "critique_pairs": critique_pairs, "noise": noise, "noise_model": noise_model,
@@ -170,9 +176,10 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
 
 def _build_or_reuse(folder: Path, recipe: Any, *, keep: set[str] | None = None,
                     difficulty: dict[str, float] | None = None, schedule: str = "blocks",
-                    progress: bool = True) -> tuple[dict[str, Any], bool]:
-    """``build_demo_judge`` into ``folder`` unless a finished build of the same recipe and inputs is there (an hours-
-    long demonstration resumes after an interruption). Returns the report and whether it was reused."""
+                    progress: bool = True, **build: Any) -> tuple[dict[str, Any], bool]:
+    """``build_demo_judge`` into ``folder`` (``build``: its other keywords, e.g. a snapshot to resume from) unless a
+    finished build of the same recipe and inputs is there (an hours-long demonstration resumes after an
+    interruption). Returns the report and whether it was reused."""
     import hashlib
     from dataclasses import asdict
 
@@ -192,7 +199,7 @@ def _build_or_reuse(folder: Path, recipe: Any, *, keep: set[str] | None = None,
             return report, True
     stamp.unlink(missing_ok=True)
     report = build_demo_judge(folder, recipe, keep=keep, difficulty=difficulty, curriculum_schedule=schedule,
-                              progress=progress)
+                              progress=progress, **build)
     stamp.write_text(digest + "\n")
     return report, False
 
