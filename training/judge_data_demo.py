@@ -72,8 +72,8 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
     (``b_curriculum``), to tell which half of EGT moves the accuracy. ``curriculum_schedule``: how (b) and the
     curriculum alone order their examples (:data:`training.entropy.CURRICULUM_SCHEDULES`). ``seed``: the recipe's
     training seed (scenes, flips, data order) and model seed, for replicates; the held-out pairs stay the same.
-    Resumable: a judge folder whose report has the
-    same recipe (and, for (b), the same kept pairs) and the warm-up judge's ``entropy.jsonl`` are reused."""
+    The (b) arms resume from (a)'s snapshot before the first critique stage. Resumable: a judge folder whose report
+    has the same recipe (and, for (b), the same kept pairs) and the warm-up judge's ``entropy.jsonl`` are reused."""
     from dataclasses import replace
 
     from training.demo_judge import focus_families, snapshot_path
