@@ -158,7 +158,7 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
         if k < start_stage:
             stage_pairs.append([])
             continue
-        noisy = recipe.noise if stage.describe + stage.answer < 1.0 else 0.0
+        noisy = recipe.noise if stage.critiques else 0.0
         path = write_dataset(work / f"stage{k}", stage.pairs, seed=recipe.train_seed, noise=noisy,
                              noise_model=recipe.noise_model, noise_sharpness=recipe.noise_sharpness,
                              min_objects=stage.min_objects, max_objects=stage.max_objects,
@@ -169,7 +169,7 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
         pairs = read_preferences(path).pairs
         generated += pairs
         pairs = focus_families(pairs, stage, seed=recipe.train_seed + k)
-        if keep is not None and noisy == recipe.noise and stage.describe + stage.answer < 1.0:
+        if keep is not None and stage.critiques:
             pairs = [p for p in pairs if p.id in keep]
             _log(f"stage {k}: {len(pairs)} pairs kept by curation")
         stage_pairs.append(pairs)
@@ -239,7 +239,7 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
                       "vision_curve": vision_curve, "check_curve": check_curve, "recipe": _jsonable(asdict(recipe))}
             (snap / "demo_report.json").write_text(json.dumps(prefix, indent=2) + "\n", encoding="utf-8")
         examples: list[SFTExample] = []
-        if stage.describe + stage.answer < 1.0:
+        if stage.critiques:
             sources = pairs
             if recipe.scene_in_critique or recipe.fact_first:
                 key = "description" if recipe.scene_in_critique else "observation"
@@ -268,7 +268,7 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
         order = None
         # Only the critique stages: the entropies are of their pairs, and an answer-only stage's pairs share ids
         # (the same scene seed) with them without being the same questions.
-        if difficulty is not None and stage.describe + stage.answer < 1.0:
+        if difficulty is not None and stage.critiques:
             from training.entropy import example_difficulty
 
             order = example_difficulty([e.id for e in examples], difficulty)

@@ -67,6 +67,12 @@ class Stage:
     """Share of position pairs whose wrong cell is another object's or another of the right row or column, as a
     policy errs (``training.synthetic``'s ``near_miss``)."""
 
+    @property
+    def critiques(self) -> bool:
+        """Whether the stage trains critiques (some of its examples are neither descriptions nor short answers): the
+        stages that noise, curation and the curriculum act on."""
+        return self.describe + self.answer < 1.0
+
     def __post_init__(self) -> None:
         unknown = set(self.families or ()) - set(FAMILIES)
         if unknown:

@@ -257,13 +257,18 @@ def curate(scores: Sequence[SampleEntropy], *, by: EntropyKind = "token", drop: 
     return Curation(kept=kept + unscored, dropped=dropped, unscored=unscored, threshold=threshold)
 
 
-def curriculum_order(difficulty: Sequence[float], stages: int, seed: int = 0) -> list[int]:
-    """Indices from easiest to hardest in ``stages`` equal blocks, shuffled within each block (so the model does
-    not see a fixed order inside a difficulty level). NaN difficulties go last."""
+def _easy_to_hard(difficulty: Sequence[float], stages: int) -> list[int]:
+    """Example indices from the lowest difficulty to the highest, NaN (unscored) last; checks ``stages``."""
     if stages < 1:
         raise ValueError("stages must be >= 1")
     key = [math.inf if d is None or math.isnan(d) else d for d in difficulty]
-    ranked = sorted(range(len(key)), key=lambda i: key[i])
+    return sorted(range(len(key)), key=lambda i: key[i])
+
+
+def curriculum_order(difficulty: Sequence[float], stages: int, seed: int = 0) -> list[int]:
+    """Indices from easiest to hardest in ``stages`` equal blocks, shuffled within each block (so the model does
+    not see a fixed order inside a difficulty level). NaN difficulties go last."""
+    ranked = _easy_to_hard(difficulty, stages)
     rng = random.Random(seed)
     out: list[int] = []
     for s in range(stages):
@@ -280,20 +285,24 @@ starts as the easiest block and grows by one block at each of ``stages`` equal s
 share of the draws; after that every example is drawn in random order."""
 
 
+def check_schedule(schedule: str, name: str = "schedule") -> str:
+    """``schedule`` if it is one of :data:`CURRICULUM_SCHEDULES`, else a ``ValueError`` naming the argument."""
+    if schedule not in CURRICULUM_SCHEDULES:
+        raise ValueError(f"{name} must be one of {', '.join(CURRICULUM_SCHEDULES)}, got {schedule!r}")
+    return schedule
+
+
 def expanding_order(difficulty: Sequence[float], stages: int, draws: int, ramp: float = 0.5,
                     seed: int = 0) -> list[int]:
     """``draws`` example indices for the ``expanding`` schedule. Draw ``t`` comes from the easiest
     ``min(stages, floor(t / (ramp * draws / stages)) + 1)`` blocks (all of them once ``t >= ramp * draws``); within a
     pool the draws run through fresh shuffles of it, so every example in the pool is seen once before any is seen
     twice. NaN difficulties join with the last block."""
-    if stages < 1:
-        raise ValueError("stages must be >= 1")
     if not 0.0 <= ramp <= 1.0:
         raise ValueError("ramp must be in [0, 1]")
     if draws < 0:
         raise ValueError("draws must be >= 0")
-    key = [math.inf if d is None or math.isnan(d) else d for d in difficulty]
-    ranked = sorted(range(len(key)), key=lambda i: key[i])
+    ranked = _easy_to_hard(difficulty, stages)
     rng = random.Random(seed)
     # Draw positions where the pool grows: stage s (0-based) starts at round(s * ramp * draws / stages).
     starts = [round(s * ramp * draws / stages) for s in range(stages)] + [draws]
@@ -317,9 +326,7 @@ class CurriculumSampler(torch.utils.data.Sampler[int]):
 
     def __init__(self, difficulty: Sequence[float], stages: int, seed: int = 0, *, schedule: str = "blocks",
                  draws: int | None = None, ramp: float = 0.5) -> None:
-        if schedule not in CURRICULUM_SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(CURRICULUM_SCHEDULES)}, got {schedule!r}")
-        if schedule == "expanding" and draws is None:
+        if check_schedule(schedule) == "expanding" and draws is None:
             raise ValueError("the expanding schedule needs draws (the examples the whole run will see)")
         self.difficulty = list(difficulty)
         self.stages = stages

@@ -41,7 +41,7 @@ from typing import Any
 from critic.core import Judge
 from critic.plotting import pyplot
 from critic.preferences import read_preferences
-from training.entropy import CURRICULUM_SCHEDULES, ENTROPY_KINDS
+from training.entropy import CURRICULUM_SCHEDULES, ENTROPY_KINDS, check_schedule
 from training.filter import FilterRow, flag, plot_scores, precision_recall, read_rows, score_rows
 from training.synthetic import POSITION_WORDINGS, resolve_wording, write_dataset
 from training.synthetic_noise import DEFAULT_SHARPNESS, NOISE_MODELS
@@ -84,19 +84,17 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
         raise ValueError(f"recipe must be one of {', '.join(EGT_RECIPES)}, got {recipe!r}")
     if by not in ENTROPY_KINDS:
         raise ValueError(f"by must be one of {', '.join(ENTROPY_KINDS)}, got {by!r}")
-    if curriculum_schedule not in CURRICULUM_SCHEDULES:
-        raise ValueError(f"curriculum_schedule must be one of {', '.join(CURRICULUM_SCHEDULES)}, "
-                         f"got {curriculum_schedule!r}")
+    check_schedule(curriculum_schedule, "curriculum_schedule")
     base = {"full": ordinal_recipe(), "small": SMALL, "quick": QUICK}[recipe]
     if seed != 0:
         base = replace(base, train_seed=seed, model_seed=seed)  # DemoRecipe refuses the held-out seed
     if critique_pairs is not None:
         if critique_pairs < 1:
             raise ValueError(f"critique_pairs must be >= 1, got {critique_pairs}")
-        base = replace(base, stages=tuple(s if s.describe + s.answer >= 1.0 else replace(s, pairs=critique_pairs)
+        base = replace(base, stages=tuple(replace(s, pairs=critique_pairs) if s.critiques else s
                                           for s in base.stages))
     noisy = replace(base, noise=noise, noise_model=noise_model, noise_sharpness=noise_sharpness)
-    stage = next(k for k, s in enumerate(noisy.stages) if s.describe + s.answer < 1.0)
+    stage = next(k for k, s in enumerate(noisy.stages) if s.critiques)
     _log("(a) noisy SFT; it is also the warm-up judge")
     report_a, reused = _build_or_reuse(out / "a_noisy", noisy, snapshot_before=stage, progress=progress)
     # Everything before the first critique stage (tokenizer, check, vision, answer stages) is the same for (a) and

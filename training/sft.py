@@ -73,11 +73,9 @@ class SFTConfig:
             raise ValueError("max_length must be >= 16")
         if self.curriculum_stages < 1:
             raise ValueError("curriculum_stages must be >= 1")
-        from training.entropy import CURRICULUM_SCHEDULES
+        from training.entropy import check_schedule
 
-        if self.curriculum_schedule not in CURRICULUM_SCHEDULES:
-            raise ValueError(f"curriculum_schedule must be one of {', '.join(CURRICULUM_SCHEDULES)}, "
-                             f"got {self.curriculum_schedule!r}")
+        check_schedule(self.curriculum_schedule, "curriculum_schedule")
         if not 0.0 <= self.curriculum_ramp <= 1.0:
             raise ValueError("curriculum_ramp must be in [0, 1]")
 
