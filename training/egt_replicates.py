@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,8 +63,8 @@ def read_reports(runs: Sequence[str | Path]) -> list[dict[str, Any]]:
 def _stats(values: Sequence[float]) -> dict[str, float]:
     """Mean, sample standard deviation and standard error of the mean (NaN spread for one value)."""
     n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
+    mean = statistics.fmean(values)
+    sd = statistics.stdev(values) if n > 1 else math.nan
     return {"n": n, "mean": mean, "sd": sd, "se": sd / math.sqrt(n) if n > 1 else math.nan,
             "min": min(values), "max": max(values)}
 
@@ -121,7 +122,8 @@ def plot_replicates(summary: dict[str, Any], path: Path) -> bool:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     arms = list(summary["accuracy"])
     left.bar(range(len(arms)), [summary["accuracy"][a]["mean"] for a in arms], color="lightgrey",
-             yerr=[0 if math.isnan(summary["accuracy"][a]["sd"]) else summary["accuracy"][a]["sd"] for a in arms])
+             yerr=[0 if math.isnan(summary["accuracy"][a]["sd"]) else summary["accuracy"][a]["sd"] for a in arms],
+             ecolor="grey", capsize=3)
     for seed in summary["seeds"]:
         xs = [k for k, a in enumerate(arms) if seed in summary["accuracy"][a]["per_seed"]]
         left.plot(xs, [summary["accuracy"][arms[k]]["per_seed"][seed] for k in xs], "o-", lw=0.8, ms=4,
@@ -131,7 +133,8 @@ def plot_replicates(summary: dict[str, Any], path: Path) -> bool:
     left.set_ylim(min(0.45, lowest - 0.05), 1.02)  # from chance (0.5), so seed-to-seed gaps stay visible
     left.axhline(0.5, color="grey", lw=0.8)
     left.set_ylabel("held-out accuracy")
-    left.legend(fontsize=7, loc="lower right")
+    left.set_title("mean +- SD (bars), one line per seed", fontsize=9, pad=18)
+    left.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=len(summary["seeds"]), frameon=False)
     gained = list(summary["gain_over_a"])
     for k, arm in enumerate(gained):
         values = list(summary["gain_over_a"][arm]["per_seed"].values())
