@@ -34,7 +34,7 @@ GAIN_GOAL = 0.05
 SPEARMAN_GOAL = 0.5
 """The issue's goal, Spearman(entropy, label correct) <= -0.5, read against "flipped" as the reports store it."""
 
-ARM_LABELS = {"a_noisy": "(a) noisy", "b_egt": "(b) EGT", "b_curation": "curation\nalone",
+ARM_LABELS = {  # the egt demonstration's arms (training.judge_data_demo), in the order its figures draw them"a_noisy": "(a) noisy", "b_egt": "(b) EGT", "b_curation": "curation\nalone",
               "b_curriculum": "curriculum\nalone", "c_clean": "(c) clean"}
 
 

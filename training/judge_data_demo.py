@@ -41,6 +41,7 @@ from typing import Any
 from critic.core import Judge
 from critic.plotting import pyplot
 from critic.preferences import read_preferences
+from training.egt_replicates import ARM_LABELS
 from training.entropy import CURRICULUM_SCHEDULES, ENTROPY_KINDS, check_schedule
 from training.filter import FilterRow, flag, plot_scores, precision_recall, read_rows, score_rows
 from training.synthetic import POSITION_WORDINGS, resolve_wording, write_dataset
@@ -230,13 +231,11 @@ def _plot_egt(result: dict[str, Any], path: Path) -> bool:
     left.set_xlabel("warm-up judge's entropy quintile (low to high)")
     left.set_ylabel("share of flipped labels")
     left.legend(loc="upper left", fontsize=8)
-    labels = {"a_noisy": "(a) noisy", "b_egt": "(b) EGT", "c_clean": "(c) clean", "b_curation": "curation\nonly",
-              "b_curriculum": "curriculum\nonly"}
-    names = [k for k in labels if k in result["accuracy"]]
+    names = [k for k in ARM_LABELS if k in result["accuracy"]]
     colours = {"a_noisy": "tab:red", "b_egt": "tab:green", "c_clean": "tab:blue"}
     right.bar(range(len(names)), [result["accuracy"][k] for k in names],
               color=[colours.get(k, "tab:olive") for k in names])
-    right.set_xticks(range(len(names)), [labels[k] for k in names], fontsize=8 if len(names) > 3 else None)
+    right.set_xticks(range(len(names)), [ARM_LABELS[k] for k in names], fontsize=8 if len(names) > 3 else None)
     right.axhline(0.5, color="grey", lw=0.8)
     right.set_ylim(0, 1.02)
     right.set_ylabel("held-out accuracy")
