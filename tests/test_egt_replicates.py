@@ -33,6 +33,7 @@ def three_runs(tmp_path: Path) -> list[Path]:
 
 def test_summary_statistics_by_hand(three_runs: list[Path]) -> None:
     summary = summarize(read_reports(three_runs))
+    assert list(summary["accuracy"]) == ["a_noisy", "b_egt", "b_curation", "c_clean"]  # the figures' arm order
     a = summary["accuracy"]["a_noisy"]
     assert a["n"] == 3 and a["mean"] == pytest.approx(0.7666667)
     # sample SD of 0.8, 0.9, 0.6: deviations 1/30, 4/30, -5/30 -> sqrt((1 + 16 + 25) / 900 / 2)

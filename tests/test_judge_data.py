@@ -21,6 +21,7 @@ from scaling.types import Candidate, Item, Match, Selection
 from training import dpo_pairs, entropy
 from training import filter as data_filter
 from training.dpo_pairs import DRSConfig, build_pairs, drs_beta, select_pair, weighted_dpo_loss
+from training.egt_replicates import ARM_LABELS
 from training.entropy import (
     SampleEntropy,
     auc,
@@ -439,6 +440,7 @@ def test_egt_demonstration_quick_runs_noisy_curated_and_clean_judges(tmp_path: P
     assert {k: (tmp_path / k / "model.safetensors").stat().st_mtime_ns for k in weights} == weights
     assert json.loads((tmp_path / "egt_report.json").read_text()) == report
     assert set(report["accuracy"]) == {"a_noisy", "b_egt", "c_clean", "b_curation", "b_curriculum"}
+    assert set(report["accuracy"]) == set(ARM_LABELS)  # every arm has its label in the figures
     assert (tmp_path / "egt.png").exists()
     # The ablation's halves: curation alone trains on (b)'s kept pairs in their plain order, the curriculum alone on
     # every noisy pair ordered by entropy.
