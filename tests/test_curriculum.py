@@ -155,13 +155,19 @@ def test_sft_command_takes_a_curriculum(tiny_qwen2_vl_dir: Path, tmp_path: Path)
 
 
 # ---------------------------------------------------------------------------------------------- demonstration
-def test_the_demonstration_refuses_the_held_out_seed_for_training(tmp_path: Path) -> None:
+def test_the_demonstration_refuses_the_held_out_scenes_for_training(tmp_path: Path) -> None:
     from training import judge_data_demo
     from training.demo_recipes import QUICK
 
     with pytest.raises(ValueError, match="heldout_seed"):
         replace(QUICK, train_seed=QUICK.heldout_seed)
+    with pytest.raises(ValueError, match="heldout_seed"):
+        replace(QUICK, train_seed=3, scene_seed=QUICK.heldout_seed)
+    # The held-out seed may seed the draws when another seed's scenes are drawn (the replicates' setting).
+    replicate = replace(QUICK, train_seed=QUICK.heldout_seed, scene_seed=0)
+    assert (replicate.scene_owner, replicate.draw_seed) == (0, QUICK.heldout_seed)
+    assert (QUICK.scene_owner, QUICK.draw_seed) == (0, None)  # the owner draws: rows as before scene_seed
     with pytest.raises(SystemExit):
-        judge_data_demo.main(["egt", "--quick", "--out", str(tmp_path), "--seed", "1"])
+        judge_data_demo.main(["egt", "--quick", "--out", str(tmp_path), "--seed", "-1"])
     with pytest.raises(ValueError, match="curriculum_schedule"):
         judge_data_demo.egt_demo(tmp_path, recipe="quick", curriculum_schedule="spiral")

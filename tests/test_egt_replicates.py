@@ -25,10 +25,13 @@ def _run(tmp_path: Path, seed: int, accuracy: dict[str, float], spearman: dict[s
 
 @pytest.fixture
 def three_runs(tmp_path: Path) -> list[Path]:
+    # Seed 0's report as written before scene_seed (its own scenes are scene seed 0's); 2 and 3 drew from them.
     return [_run(tmp_path, 0, {"a_noisy": 0.80, "b_egt": 0.90, "c_clean": 1.0, "b_curation": 0.85},
                  {"token": 0.35, "peak": 0.6}),
-            _run(tmp_path, 2, {"a_noisy": 0.90, "b_egt": 0.85, "c_clean": 0.95}, {"token": 0.5, "peak": math.nan}),
-            _run(tmp_path, 3, {"a_noisy": 0.60, "b_egt": 0.66, "c_clean": 0.70}, {"token": 0.2, "peak": 0.4})]
+            _run(tmp_path, 2, {"a_noisy": 0.90, "b_egt": 0.85, "c_clean": 0.95}, {"token": 0.5, "peak": math.nan},
+                 scene_seed=0),
+            _run(tmp_path, 3, {"a_noisy": 0.60, "b_egt": 0.66, "c_clean": 0.70}, {"token": 0.2, "peak": 0.4},
+                 scene_seed=0)]
 
 
 def test_summary_statistics_by_hand(three_runs: list[Path]) -> None:
@@ -66,6 +69,12 @@ def test_refuses_mixed_settings_repeated_seeds_and_missing_reports(tmp_path: Pat
         summarize(read_reports([s0, again]))
     with pytest.raises(ValueError, match="at least 2"):
         summarize(read_reports([s0]))
+    # Seed 3 drawing from its own scenes (a report from before scene_seed) is no replicate of seed 0's scenes.
+    own_scenes = _run(tmp_path, 3, {"a_noisy": 0.6, "b_egt": 0.7}, {})
+    with pytest.raises(ValueError, match=r"same scenes; scene seeds differ: .*egt_s0: 0, .*egt_s3: 3"):
+        summarize(read_reports([s0, own_scenes]))
+    pooled = _run(tmp_path, 4, {"a_noisy": 0.6, "b_egt": 0.7}, {}, scene_seed=0)
+    assert summarize(read_reports([s0, pooled]))["scene_seed"] == 0
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "egt_report.json").write_text("{")

@@ -34,6 +34,7 @@ from training.entropy import (
 )
 from training.filter import FilterRow, flag, precision_recall
 from training.synthetic import write_dataset
+from training.synthetic_scenes import SceneSpace
 
 CONFIG = JudgeConfig(critique_max_chars=120, prompt=PromptConfig(system_template="compact_system"))
 
@@ -426,13 +427,21 @@ def test_egt_demonstration_quick_runs_noisy_curated_and_clean_judges(tmp_path: P
     from training import judge_data_demo
 
     args = ["egt", "--out", str(tmp_path), "--quick", "--noise", "0.4", "--drop", "0.25", "--critique-pairs", "40",
-            "--noise-model", "confusion", "--ablation", "--curriculum-schedule", "expanding", "--no-progress"]
+            "--noise-model", "confusion", "--ablation", "--curriculum-schedule", "expanding", "--seed", "3",
+            "--no-progress"]
     assert judge_data_demo.main(args) == 0
     report = json.loads((tmp_path / "egt_report.json").read_text())
     # --critique-pairs sets the critique stages' pair count only (the answer-only stage 0 keeps the recipe's 64).
     assert len(read_preferences(tmp_path / "a_noisy" / "build" / "stage1" / "pairs.jsonl").pairs) == 40
     assert len(read_preferences(tmp_path / "a_noisy" / "build" / "stage0" / "pairs.jsonl").pairs) == 64
     assert report["critique_pairs"] == 40 and (tmp_path / "entropy.jsonl").is_file()
+    # A replicate seed draws other rows from scene seed 0's scenes, not from seed 3's own share.
+    for stage in ("stage0", "stage1"):
+        for pair in read_preferences(tmp_path / "a_noisy" / "build" / stage / "pairs.jsonl").pairs:
+            assert pair.id.startswith("syn-s0d3-") and (pair.meta["seed"], pair.meta["draw_seed"]) == (0, 3)
+            scene = pair.meta["scene"]
+            assert SceneSpace.owner(SceneSpace(4, len(scene)).rank(scene)) == 0
+    assert (report["seed"], report["scene_seed"]) == (3, 0)
     # Run again: the three finished builds and the entropies are reused, and the report is the same.
     weights = {k: (tmp_path / k / "model.safetensors").stat().st_mtime_ns
                for k in ("a_noisy", "b_egt", "c_clean", "b_curation", "b_curriculum")}

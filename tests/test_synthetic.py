@@ -248,6 +248,27 @@ def test_partition_is_exact_on_a_whole_space() -> None:
         assert two.rank(two.scene(rank)) == rank
 
 
+def test_a_draw_seed_draws_other_rows_from_the_owners_scenes_only() -> None:
+    owner = {scene_key(s) for rank, s in enumerate(SceneSpace(4, 1).scene(r) for r in range(384))
+             if SceneSpace.owner(rank) == 0}
+    own = generate_pairs(600, 0, noise=0.3, max_objects=1)
+    replicate = generate_pairs(600, 0, noise=0.3, max_objects=1, draw_seed=5)
+    assert replicate == generate_pairs(600, 0, noise=0.3, max_objects=1, draw_seed=5)  # deterministic
+    assert generate_pairs(600, 0, noise=0.3, max_objects=1, draw_seed=None) == own  # None: the seed draws
+    drawn = {scene_key(r["meta"]["scene"]) for r in replicate}
+    # Seed 0's pool, not seed 5's 6 scenes: well over a hundred of its 192 in 600 rows.
+    assert drawn <= owner and len(drawn) > 150
+    assert [r["meta"]["scene"] for r in replicate] != [r["meta"]["scene"] for r in own]
+    assert {i for i, r in enumerate(replicate) if r["meta"]["noisy"]} != \
+        {i for i, r in enumerate(own) if r["meta"]["noisy"]}
+    assert sum(r["meta"]["noisy"] for r in replicate) == 180
+    assert replicate[7]["id"] == "syn-s0d5-000007" and replicate[7]["meta"]["draw_seed"] == 5
+    assert replicate[7]["meta"]["seed"] == 0 and "draw_seed" not in own[7]["meta"]
+    assert not {r["id"] for r in replicate} & {r["id"] for r in own}
+    for row in replicate:
+        _check_row(row)
+
+
 def _flip(critique: str) -> str:
     return critique[:-len("Right.")] + ("Wrong." if critique.endswith("Right.") else "Right.")
 
@@ -286,6 +307,7 @@ def test_noise_flips_exactly_and_consistently() -> None:
     (dict(min_objects=3, max_objects=2), r"min_objects \(3\) is larger than max_objects \(2\)"),
     (dict(min_objects=0), r"min_objects must be at least 1"),
     (dict(seed=-1), r"seed must be a non-negative integer"),
+    (dict(draw_seed=-2), r"draw_seed must be a non-negative integer or None"),
     (dict(seed=9, max_objects=1), r"seed 9 owns no scene with 1 object\(s\) on a 4x4 grid: .* seeds 0\.\.8"),
     (dict(grid=1, max_objects=1), r"grid must be at least 2"),
     (dict(cell=4), r"cell must be at least 8 pixels"),

@@ -159,7 +159,8 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
             stage_pairs.append([])
             continue
         noisy = recipe.noise if stage.critiques else 0.0
-        path = write_dataset(work / f"stage{k}", stage.pairs, seed=recipe.train_seed, noise=noisy,
+        path = write_dataset(work / f"stage{k}", stage.pairs, seed=recipe.scene_owner, draw_seed=recipe.draw_seed,
+                             noise=noisy,
                              noise_model=recipe.noise_model, noise_sharpness=recipe.noise_sharpness,
                              min_objects=stage.min_objects, max_objects=stage.max_objects,
                              critique_style=recipe.critique_style, listing=stage.listing,

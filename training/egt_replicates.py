@@ -70,6 +70,12 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
             "min": min(values), "max": max(values)}
 
 
+def scene_pool(report: dict[str, Any]) -> int:
+    """The scene seed whose scenes a run trained on: its ``scene_seed``, or for a report from before that field its
+    own ``seed`` (which then owned the scenes as well as drawing them)."""
+    return int(report.get("scene_seed", report["seed"]))
+
+
 def summarize(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Per-arm accuracies, paired gains over (a) and the Spearman correlations across replicate reports.
 
@@ -86,6 +92,11 @@ def summarize(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     seeds = [r["seed"] for r in reports]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"a seed appears twice: {seeds}")
+    pools = {r["run"]: scene_pool(r) for r in reports}
+    if len(set(pools.values())) > 1:
+        raise ValueError("replicates must train on the same scenes; scene seeds differ: " +
+                         ", ".join(f"{run}: {pool}" for run, pool in pools.items()) +
+                         " (runs from before scene_seed drew from their own seed's scenes; rebuild them)")
     arms = [a for a in ARM_LABELS if any(a in r["accuracy"] for r in reports)]
     arms += sorted({a for r in reports for a in r["accuracy"]} - set(arms))
     accuracy = {}
@@ -111,7 +122,8 @@ def summarize(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if per_seed:
             correlation[kind] = {"per_seed": per_seed, **_stats(list(per_seed.values())),
                                  "seeds_meeting_goal": sorted(s for s, v in per_seed.items() if v >= SPEARMAN_GOAL)}
-    return {"runs": [r["run"] for r in reports], "seeds": seeds, "settings": {k: first.get(k) for k in SETTINGS},
+    return {"runs": [r["run"] for r in reports], "seeds": seeds, "scene_seed": scene_pool(first),
+            "settings": {k: first.get(k) for k in SETTINGS},
             "accuracy": accuracy, "gain_over_a": gains, "spearman_entropy_vs_flipped": correlation,
             "goals": {"gain_over_a": GAIN_GOAL, "spearman_entropy_vs_flipped": SPEARMAN_GOAL}}
 

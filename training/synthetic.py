@@ -261,12 +261,15 @@ def _plan(n: int, families: tuple[str, ...], rng: random.Random) -> tuple[list[s
 
 def _make_row(index: int, width: int, seed: int, family: str, position: str, noisy: bool, scene: Scene,
               question: Question, grid: int, cell: int, critique_style: str,
-              listing: tuple[str, ...] = (), lookup: tuple[str, ...] = ()) -> dict[str, Any]:
+              listing: tuple[str, ...] = (), lookup: tuple[str, ...] = (),
+              draw_seed: int | None = None) -> dict[str, Any]:
     a, b = (question.true, question.false) if position == "A" else (question.false, question.true)
     # The claim the row's label takes as the fact: the true one, or for a noisy row the false one.
     believed = question.false if noisy else question.true
     a_right = a is believed
-    name = f"s{seed}-{index:0{width}d}"
+    draws = seed if draw_seed is None else draw_seed
+    # Rows of other draw seeds get other ids: replicates over one scene pool must not share pair ids.
+    name = f"s{seed}-{index:0{width}d}" if draw_seed is None else f"s{seed}d{draw_seed}-{index:0{width}d}"
     scene = sorted_scene(scene)
     row = {
         "id": f"syn-{name}",
@@ -284,9 +287,11 @@ def _make_row(index: int, width: int, seed: int, family: str, position: str, noi
         "meta": {"scene": scene, "grid": grid, "cell": cell, "description": describe_scene(scene),
                  "noisy": noisy, "seed": seed, "critique_style": critique_style},
     }
+    if draw_seed is not None:  # only then, so that the default rows stay byte-identical to earlier versions
+        row["meta"]["draw_seed"] = draw_seed
     if family in listing and question.subject is not None:
         # Its own stream per row, so that listing some families changes no other row (nor the main stream).
-        rng = random.Random(f"critic-synthetic-listing-{seed}-{index}")
+        rng = random.Random(f"critic-synthetic-listing-{draws}-{index}")
         row["observation"] = f"{_listing(question, believed, scene, grid, rng)} {row['observation']}"
     if family in lookup and question.subject is not None:
         # No leading fact: each critique looks its own claim's cell up. The fact stays in meta for short answers.
@@ -303,8 +308,14 @@ def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str
                    listing: Sequence[str] | str = (), off_question: float = 0.0,
                    off_question_families: Sequence[str] | str = ("existence",), lookup: Sequence[str] | str = (),
                    position_wording: str = "numbers", near_miss: float = 0.0, noise_model: str = "uniform",
-                   noise_sharpness: float = DEFAULT_SHARPNESS, progress: bool = False) -> list[dict[str, Any]]:
+                   noise_sharpness: float = DEFAULT_SHARPNESS, progress: bool = False,
+                   draw_seed: int | None = None) -> list[dict[str, Any]]:
     """``n`` preference rows for ``seed`` (schema in the module docstring); images are drawn by `write_dataset`.
+
+    ``draw_seed``: seeds every draw (scenes among the ones ``seed`` owns, questions, positions, flips, the rows' own
+    streams) instead of ``seed``, which then only picks the scenes; rows get ids ``syn-s<seed>d<draw_seed>-…`` and
+    ``meta.draw_seed``. For replicates over one scene pool: a seed owns about ``1/2**(s+1)`` of each space, so
+    training seed 5 alone owns 6 of the 384 single-object scenes on a 4x4 grid, seed 0 owns 192.
 
     ``families`` is a sequence of names or a comma-separated string; object counts are uniform over
     ``min_objects..max_objects``. ``listing`` (names or a comma-separated string, from :data:`LISTING_FAMILIES`):
@@ -336,7 +347,10 @@ def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str
         raise ValueError(f"near_miss must be a fraction in [0, 1], got {near_miss!r}")
     if critique_style not in CRITIQUE_STYLES:
         raise ValueError(f"critique_style must be one of {', '.join(CRITIQUE_STYLES)}, got {critique_style!r}")
-    rng = random.Random(seed)
+    if draw_seed is not None and (not isinstance(draw_seed, int) or draw_seed < 0):
+        raise ValueError(f"draw_seed must be a non-negative integer or None, got {draw_seed!r}")
+    draws = seed if draw_seed is None else draw_seed
+    rng = random.Random(draws)
     spaces = [SceneSpace(grid, k) for k in range(min_objects, max_objects + 1)]
     fams, positions = _plan(n, families, rng)
     width = max(6, len(str(n - 1)))
@@ -358,21 +372,21 @@ def generate_pairs(n: int, seed: int, noise: float = 0.0, families: Sequence[str
         drawn.append((scene, question))
     confusions = [confusion(fams[i], question, scene, grid, max_objects) for i, (scene, question) in
                   enumerate(drawn)] if noise_model == "confusion" else None
-    noisy = noisy_rows(positions, noise, seed, noise_model, fams, confusions, noise_sharpness)
+    noisy = noisy_rows(positions, noise, draws, noise_model, fams, confusions, noise_sharpness)
     rows = []
     for i, (scene, question) in enumerate(drawn):
         off = False
         if off_question > 0 and fams[i] in off_families and i not in noisy:
-            own = random.Random(f"critic-synthetic-off-question-{seed}-{i}")
+            own = random.Random(f"critic-synthetic-off-question-{draws}-{i}")
             if own.random() < off_question:
                 question, off = off_question_claim(question, own, fams[i]), True
         near = False
         if near_miss > 0 and fams[i] == "position" and i not in noisy:
-            own = random.Random(f"critic-synthetic-near-miss-{seed}-{i}")
+            own = random.Random(f"critic-synthetic-near-miss-{draws}-{i}")
             if own.random() < near_miss:
                 question, near = near_miss_claim(question, scene, own, grid, wording), True
         row = _make_row(i, width, seed, fams[i], positions[i], i in noisy, scene, question, grid, cell,
-                        critique_style, listing, lookup)
+                        critique_style, listing, lookup, draw_seed)
         if off:
             row["meta"]["off_question"] = True
         if near:
@@ -391,7 +405,7 @@ def write_dataset(out_dir: str | Path, n: int, seed: int, noise: float = 0.0,
                   off_question: float = 0.0, off_question_families: Sequence[str] | str = ("existence",),
                   lookup: Sequence[str] | str = (), position_wording: str = "numbers", near_miss: float = 0.0,
                   noise_model: str = "uniform", noise_sharpness: float = DEFAULT_SHARPNESS,
-                  progress: bool = False) -> Path:
+                  progress: bool = False, draw_seed: int | None = None) -> Path:
     """Generate rows as `generate_pairs` does and write ``out_dir/pairs.jsonl`` and ``out_dir/images/*.png``.
 
     Returns the path of ``pairs.jsonl``; image paths in the rows are relative to ``out_dir``.
@@ -400,7 +414,7 @@ def write_dataset(out_dir: str | Path, n: int, seed: int, noise: float = 0.0,
                           max_objects=max_objects, critique_style=critique_style, listing=listing,
                           off_question=off_question, off_question_families=off_question_families, lookup=lookup,
                           position_wording=position_wording, near_miss=near_miss, noise_model=noise_model,
-                          noise_sharpness=noise_sharpness, progress=progress)
+                          noise_sharpness=noise_sharpness, progress=progress, draw_seed=draw_seed)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     for row in tqdm(rows, desc="images", unit="img", disable=not progress, file=sys.stderr):
@@ -451,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n", required=True, type=int, help="number of rows")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed; different seeds never share a scene (seed s owns ~1/2**(s+1) of the scenes)")
+    parser.add_argument("--draw-seed", type=int, default=None,
+                        help="seed of the draws (scenes among --seed's, questions, flips) for replicates over the "
+                             "same scenes; default: --seed")
     parser.add_argument("--noise", type=float, default=0.0, help="fraction of preferences to flip (default 0)")
     parser.add_argument("--noise-model", default="uniform", choices=NOISE_MODELS,
                         help="which preferences --noise flips: uniform (at random; default) or confusion (each "
@@ -502,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
                              off_question=args.off_question, off_question_families=args.off_question_families,
                              lookup=args.lookup, position_wording=args.position_wording, near_miss=args.near_miss,
                              noise_model=args.noise_model, noise_sharpness=args.noise_sharpness,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, draw_seed=args.draw_seed)
     except ValueError as exc:
         parser.error(str(exc))
     with path.open(encoding="utf-8") as f:
