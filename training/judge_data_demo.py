@@ -90,7 +90,7 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
     base = {"full": ordinal_recipe(), "small": SMALL, "quick": QUICK}[recipe]
     if seed != 0:
         # Seed 0's scene pool for every replicate: as the scene owner, seed s would have only ~1/2**(s+1) of the
-        # scenes (stop 26's seeds 3-5 trained on 24, 12 and 6 single-object scenes and their clean judges failed).
+        # scenes (seeds 3-5 once trained on 24, 12 and 6 single-object scenes and their clean judges failed; README).
         base = replace(base, train_seed=seed, model_seed=seed, scene_seed=0)
     if critique_pairs is not None:
         if critique_pairs < 1:
