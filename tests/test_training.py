@@ -319,7 +319,11 @@ def test_the_shipped_judge_records_the_recipe_the_cli_builds_by_default() -> Non
     from training.demo_recipes import ordinal_recipe
 
     recorded = json.loads((DEMO_JUDGE_DIR / "demo_report.json").read_text())["recipe"]
-    assert recorded == json.loads(json.dumps(asdict(ordinal_recipe()), default=str))
+    # Fields added after the shipped build, at the value that builds exactly what it did (None: train_seed owns the
+    # scenes and draws them). Any other difference is drift between the shipped judge and the CLI's recipe.
+    added_since = {"scene_seed": None}
+    assert {**added_since, **recorded} == json.loads(json.dumps(asdict(ordinal_recipe()), default=str))
+    assert not set(added_since) & set(recorded)  # once rebuilt, the report records them itself: drop them here
 
 
 def test_a_focused_stage_keeps_its_families_and_a_seeded_share_of_the_rest(tmp_path: Path) -> None:
