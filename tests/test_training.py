@@ -234,7 +234,7 @@ def test_model_seed_changes_the_initial_weights_and_nothing_else(tmp_path: Path)
 def test_resuming_a_recipe_at_a_stage_trains_it_exactly_as_the_full_build(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    from training.demo_judge import build_demo_judge, snapshot_path
+    from training.demo_judge import build_demo_judge, noise_free_before, snapshot_path
     from training.demo_recipes import QUICK
 
     # Stage 0 is large enough that the tokenizer's corpus (the first 2,000 pairs) comes from it alone, as in the
@@ -255,6 +255,15 @@ def test_resuming_a_recipe_at_a_stage_trains_it_exactly_as_the_full_build(tmp_pa
     assert a.keys() == b.keys() == c.keys() and all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
     assert resumed["accuracy"] == full["accuracy"] == from_snapshot["accuracy"]
     assert from_snapshot["steps"] == full["steps"] and 0 < from_snapshot["resumed_minutes"]
+    # Noise flips critique stages only, and the tokenizer learns from stage 0's pairs here: a noisy build's snapshot
+    # before its first critique stage is the clean build's, so the clean judge (EGT's (c)) resumes from it.
+    assert noise_free_before(recipe, 1) and not noise_free_before(recipe, 2)  # stage 1 trains critiques
+    assert not noise_free_before(QUICK, 1)  # 64 stage-0 pairs: the tokenizer also reads the (noisy) later stages'
+    build_demo_judge(tmp_path / "noisy", replace(recipe, noise=0.5), progress=False, snapshot_before=1)
+    clean_resumed = build_demo_judge(tmp_path / "clean_resumed", recipe, progress=False, start_stage=1,
+                                     init=snapshot_path(tmp_path / "noisy", 1))
+    d = load_file(tmp_path / "clean_resumed" / "model.safetensors")
+    assert all(torch.equal(a[k], d[k]) for k in a) and clean_resumed["accuracy"] == full["accuracy"]
     with pytest.raises(ValueError, match="needs init"):
         build_demo_judge(tmp_path / "x", recipe, start_stage=1)
     with pytest.raises(ValueError, match="start_stage must be in 0..2"):

@@ -72,15 +72,20 @@ def _log(message: str) -> None:
     print(f"[demo-judge] {message}", file=sys.stderr, flush=True)
 
 
+TOKENIZER_CORPUS_PAIRS = 2000
+"""How many generated pairs (the stages' in order) the tokenizer learns from."""
+
+
 def _corpus(pairs: list[PreferencePair], config: JudgeConfig) -> list[str]:
     """The task's own text as the judge sees and writes it (prompt texts with their template tags, targets, chat
     roles), so that every fixed word of the layout is one token and sequences stay short."""
-    examples, _ = build_examples(pairs[:2000], config, modes=("pairwise", "pointwise"))
+    pairs = pairs[:TOKENIZER_CORPUS_PAIRS]
+    examples, _ = build_examples(pairs, config, modes=("pairwise", "pointwise"))
     texts = [example.prompt.system for example in examples[:50]]
     texts += [f"{example.prompt.text}\n{example.target}" for example in examples]
     texts += ["system\nuser\nassistant\n", f"{DESCRIBE_SYSTEM}\n{DESCRIBE_QUESTION}", ANSWER_SYSTEM,
               f"{CHECK_SYSTEM}\n{CHECK_TEXT}"] * 200
-    texts += [pair.meta.get("description", "") for pair in pairs[:2000]]
+    texts += [pair.meta.get("description", "") for pair in pairs]
     texts += [cell_listing(pair.meta["scene"], pair.meta["grid"]) for pair in pairs[:500] if "scene" in pair.meta]
     return texts + builtin_corpus(2000)
 
@@ -307,6 +312,14 @@ def build_demo_judge(out: str | Path, recipe: DemoRecipe = DemoRecipe(), *, prog
 def snapshot_path(out: str | Path, stage: int) -> Path:
     """Where ``build_demo_judge(out, ..., snapshot_before=stage)`` saves the judge it had before ``stage``."""
     return Path(out) / "build" / f"before_stage{stage}"
+
+
+def noise_free_before(recipe: DemoRecipe, stage: int) -> bool:
+    """Whether a build of ``recipe`` does the same before ``stage`` whatever its ``noise``: no critique stage (the
+    only ones noise flips) comes earlier, and the tokenizer's corpus lies in the earlier stages' pairs. Then the
+    snapshot a noisy build saves before ``stage`` is the clean build's too, and a clean build may resume from it."""
+    earlier = recipe.stages[:stage]
+    return not any(s.critiques for s in earlier) and sum(s.pairs for s in earlier) >= TOKENIZER_CORPUS_PAIRS
 
 
 def continue_report(prior: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:

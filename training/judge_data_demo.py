@@ -74,11 +74,13 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
     curriculum alone order their examples (:data:`training.entropy.CURRICULUM_SCHEDULES`). ``seed``: the recipe's
     training seed (which scenes are drawn, flips, data order) and model seed, for replicates; the training scenes
     stay scene seed 0's (``DemoRecipe.scene_seed``) and the held-out pairs stay the same.
-    The (b) arms resume from (a)'s snapshot before the first critique stage. Resumable: a judge folder whose report
-    has the same recipe (and, for (b), the same kept pairs) and the warm-up judge's ``entropy.jsonl`` are reused."""
+    The (b) arms resume from (a)'s snapshot before the first critique stage, and so does (c) where nothing before
+    that stage depends on the noise (:func:`training.demo_judge.noise_free_before`). Resumable: a judge folder
+    whose report has the same recipe (and, for (b), the same kept pairs) and the warm-up judge's
+    ``entropy.jsonl`` are reused."""
     from dataclasses import replace
 
-    from training.demo_judge import focus_families, snapshot_path
+    from training.demo_judge import focus_families, noise_free_before, snapshot_path
     from training.demo_recipes import QUICK, SMALL, ordinal_recipe
     from training.entropy import auc, curate, read_scores, score_entropy, spearman, write_scores
 
@@ -145,7 +147,10 @@ def egt_demo(out: Path, *, noise: float = 0.3, drop: float = 0.3, by: str = "tok
     report_b, _ = _build_or_reuse(out / "b_egt", noisy, keep=keep, difficulty=difficulty,  # type: ignore[arg-type]
                                   schedule=curriculum_schedule, progress=progress, **resume)
     _log("(c) clean SFT")
-    report_c, _ = _build_or_reuse(out / "c_clean", base, progress=progress)
+    # The clean judge shares that snapshot too when nothing before the critique stage depends on the noise (the
+    # small and full recipes: their tokenizer learns from the answer-only stage's pairs alone).
+    clean_resume = resume if noise_free_before(noisy, stage) else {}
+    report_c, _ = _build_or_reuse(out / "c_clean", base, progress=progress, **clean_resume)
     parts = {}
     if ablation:
         _log("ablation: curation alone, then the curriculum alone")
